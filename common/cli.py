@@ -1,0 +1,110 @@
+"""Shared command-line conventions: a dataclass of defaults per script becomes its flags.
+
+Every script accepts ``--epochs --batch-size --lr --seed --device --data-root --out-dir --quick
+--resume --precision`` plus its own fields. Quick mode is one switch: ``--quick`` or
+``HW_QUICK=1`` in the environment (which ``make ... QUICK=1`` and notebooks set). A script's
+``QUICK`` dict says what quick mode changes (few images, one or two epochs); flags given
+explicitly on the command line still win.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import typing
+from dataclasses import dataclass, fields
+
+from .data import DataError
+from .training import NonFiniteLoss
+
+
+def env_quick() -> bool:
+    return os.environ.get("HW_QUICK", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class BaseConfig:
+    """The shared flags. Subclass it with the script's own defaults."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 2e-4
+    seed: int = 0
+    device: str = "auto"
+    data_root: typing.Optional[str] = None
+    out_dir: typing.Optional[str] = None
+    quick: bool = False
+    resume: bool = False
+    precision: str = dataclasses.field(default="auto", metadata={"choices": ["fp32", "bf16", "auto"]})
+
+    QUICK: typing.ClassVar[dict] = {"epochs": 1}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _flag_type(tp):
+    if isinstance(tp, str):
+        tp = eval(tp, vars(typing) | {"Optional": typing.Optional})  # noqa: S307 - annotations we wrote
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) is list:
+        return args[0], "+"
+    if args:  # Optional[X]
+        return _flag_type(args[0])
+    return tp, None
+
+
+def build_parser(config_cls, description: str = "") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(config_cls)
+    for f in fields(config_cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f.metadata.get("help", " ")
+        if hints[f.name] is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            continue
+        tp, nargs = _flag_type(hints[f.name])
+        parser.add_argument(flag, type=tp, nargs=nargs, default=default, help=help_text,
+                            choices=f.metadata.get("choices"))
+    return parser
+
+
+def parse_config(config_cls, argv=None, description: str = ""):
+    """Parse flags into ``config_cls``; quick mode applies ``config_cls.QUICK`` to flags not given."""
+    parser = build_parser(config_cls, description)
+    args = parser.parse_args(argv)
+    tokens = {t.split("=")[0] for t in (argv if argv is not None else sys.argv[1:])}
+    given = {a.dest for a in parser._actions if tokens & set(a.option_strings)}
+    values = vars(args)
+    values["quick"] = values["quick"] or env_quick()
+    if values["quick"]:
+        for k, v in config_cls.QUICK.items():
+            if k not in given:
+                values[k] = v
+    return config_cls(**values)
+
+
+def make_config(config_cls, **overrides):
+    """A config for notebooks and tests: defaults, quick mode from ``HW_QUICK``, then overrides."""
+    values = {}
+    if overrides.get("quick", env_quick()):
+        values.update(config_cls.QUICK)
+        values["quick"] = True
+    values.update(overrides)
+    return config_cls(**values)
+
+
+def run_main(main, argv=None) -> None:
+    """Run ``main(argv)``; known failures become one line on stderr and an exit code
+    (2: data missing or broken, 3: the loss became NaN or infinite), never a traceback."""
+    try:
+        main(argv)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except NonFiniteLoss as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(3)

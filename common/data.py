@@ -1,0 +1,336 @@
+"""Datasets as tensors: MNIST, Fashion-MNIST, KMNIST and CIFAR-10, fast batches and splits.
+
+A whole split lives in one tensor (on the training device when it fits, which MNIST-family data
+always does); batches are slices of a ``randperm``; every transform is a tensor op. This is an
+order of magnitude faster than a torchvision ``DataLoader`` that goes through PIL per image
+(``make bench-data`` measures it).
+
+Files are read through torchvision, so its on-disk layout is the cache layout, and a missing
+dataset is downloaded when a network exists. When it cannot be, :class:`DataError` carries one
+line that names the folder searched and how to provide the data; scripts turn it into exit code 2.
+
+Quick runs (``--quick``) use a few hundred images. When the full set is absent they fall back to
+the sample shipped in ``common/sample_data/`` (real MNIST and Fashion-MNIST images) or, for
+KMNIST and CIFAR-10 which are not shipped, to small generated data, and say so.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import lzma
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .paths import data_root
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
+QUICK_SIZES = {"train": 512, "test": 256}
+
+
+class DataError(RuntimeError):
+    """Data is missing or broken; the message is one line that says what to do."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    key: str
+    title: str
+    torchvision_class: str
+    folder: str  # the folder torchvision keeps it in, under the data root
+    channels: int
+    size: int
+    counts: tuple[int, int]  # train, test
+    classes: tuple[str, ...]
+
+
+DIGITS = tuple(str(i) for i in range(10))
+DATASETS = {
+    "mnist": DatasetInfo("mnist", "MNIST", "MNIST", "MNIST", 1, 28, (60000, 10000), DIGITS),
+    "fashion": DatasetInfo(
+        "fashion", "Fashion-MNIST", "FashionMNIST", "FashionMNIST", 1, 28, (60000, 10000),
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")),
+    "kmnist": DatasetInfo(
+        "kmnist", "KMNIST", "KMNIST", "KMNIST", 1, 28, (60000, 10000),
+        ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")),
+    "cifar10": DatasetInfo(
+        "cifar10", "CIFAR-10", "CIFAR10", "cifar-10-batches-py", 3, 32, (50000, 10000),
+        ("airplane", "automobile", "bird", "cat", "deer",
+         "dog", "frog", "horse", "ship", "truck")),
+}
+ALIASES = {"fashion-mnist": "fashion", "fashionmnist": "fashion", "cifar": "cifar10", "cifar-10": "cifar10"}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+    return DATASETS[key]
+
+
+@dataclass
+class Split:
+    """One split of a dataset: ``x`` uint8 (N, C, H, W), ``y`` int64 (N,), and where it came from."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    info: DatasetInfo
+    split: str
+    source: str  # "full", "sample" (shipped real images) or "synthetic"
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, index: torch.Tensor) -> "Split":
+        return Split(self.x[index], self.y[index], self.info, self.split, self.source)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading files
+
+
+def _read_torchvision(info: DatasetInfo, split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    import torchvision
+
+    cls = getattr(torchvision.datasets, info.torchvision_class)
+    train = split == "train"
+    where = root / info.folder
+    how = (f"put torchvision's {info.title} files there, or point --data-root / HW_DATA_ROOT at a "
+           f"folder that has them (--quick runs work without them)")
+    try:
+        ds = cls(root=str(root), train=train, download=False)
+    except RuntimeError:  # not there: try to download, keeping torchvision's chatter quiet
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                ds = cls(root=str(root), train=train, download=True)
+        except Exception as exc:  # noqa: BLE001 - any failure here means "could not download"
+            raise DataError(
+                f"{info.title} ({split}) not found in {where} and the download failed "
+                f"({type(exc).__name__}; no network?): {how}.") from None
+    except Exception as exc:  # noqa: BLE001 - files present but unreadable
+        raise DataError(f"{info.title} files in {where} are corrupt or truncated "
+                        f"({type(exc).__name__}: {exc}); delete them and download again, or {how}.") from None
+    x = torch.as_tensor(np.asarray(ds.data))
+    y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
+    x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.unsqueeze(1)
+    expected = info.counts[0 if train else 1]
+    shape = (info.channels, info.size, info.size)
+    if len(x) != expected or tuple(x.shape[1:]) != shape or len(y) != len(x):
+        raise DataError(f"{info.title} files in {where} look truncated: {tuple(x.shape)} images and "
+                        f"{len(y)} labels, expected {expected} of {shape}; delete them and download again.")
+    return x.contiguous(), y
+
+
+def _read_sample(info: DatasetInfo, split: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    path = SAMPLE_DIR / f"{info.key}.npz.xz"
+    if not path.exists():
+        return None
+    with lzma.open(path) as f, np.load(io.BytesIO(f.read())) as npz:
+        return torch.from_numpy(npz[f"x_{split}"]).unsqueeze(1), torch.from_numpy(npz[f"y_{split}"]).long()
+
+
+def synthetic(info: DatasetInfo, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Small generated data of the right shape: each class is a bright bar at its own angle.
+
+    Used by tests and by quick runs of datasets that cannot be downloaded here (KMNIST, CIFAR-10).
+    """
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % len(info.classes)
+    s = info.size
+    coords = torch.linspace(-1, 1, s)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    angle = y.float()[:, None, None] * (torch.pi / len(info.classes))
+    jitter = 0.15 * torch.randn(n, 1, 1, generator=g)
+    dist = (xx * torch.sin(angle) - yy * torch.cos(angle) - jitter).abs()
+    img = (1 - dist / 0.25).clamp(0, 1) * ((xx**2 + yy**2) < 0.8).float()
+    img = img + 0.1 * torch.rand(n, s, s, generator=g)
+    x = (img.clamp(0, 1) * 255).to(torch.uint8).unsqueeze(1).repeat(1, info.channels, 1, 1)
+    return x, y
+
+
+def load_split(name: str, split: str = "train", root=None, quick: bool = False, seed: int = 0) -> Split:
+    """Load one split as uint8 tensors.
+
+    ``quick`` keeps a stratified few hundred images and, when the full set is missing, falls back
+    to the shipped sample (MNIST, Fashion-MNIST) or to generated data (KMNIST, CIFAR-10).
+    """
+    if split not in ("train", "test"):
+        raise ValueError("split must be 'train' or 'test'")
+    info = dataset_info(name)
+    root = data_root(root)
+    try:
+        x, y = _read_torchvision(info, split, root)
+        source = "full"
+    except DataError:
+        if not quick:
+            raise
+        sample = _read_sample(info, split)
+        if sample is not None:
+            (x, y), source = sample, "sample"
+        else:
+            x, y = synthetic(info, QUICK_SIZES[split], seed=seed + (split == "test"))
+            source = "synthetic"
+        print(f"[data] {info.title} ({split}) not found under {root}: quick run uses the {source} data")
+    data = Split(x, y, info, split, source)
+    if quick and len(data) > QUICK_SIZES[split]:
+        data = data.subset(stratified_subset(data.y, QUICK_SIZES[split], seed=seed))
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# Transforms (tensor ops on whole splits or batches)
+
+
+def to_float(x: torch.Tensor, scale: str = "tanh") -> torch.Tensor:
+    """uint8 -> float in [-1, 1] (``scale='tanh'``, i.e. Normalize((0.5,), (0.5,))) or [0, 1] ('unit')."""
+    x = x.float().div_(255)
+    if scale == "tanh":
+        return x.mul_(2).sub_(1)
+    if scale == "unit":
+        return x
+    raise ValueError("scale must be 'tanh' or 'unit'")
+
+
+def pad_to_32(x: torch.Tensor, value: float | None = None) -> torch.Tensor:
+    """28x28 -> 32x32 by a 2-pixel border of background (torchvision's Pad(2)); keeps digit size."""
+    if value is None:
+        value = -1.0 if x.is_floating_point() and x.min() < 0 else 0.0
+    return F.pad(x, (2, 2, 2, 2), value=value)
+
+
+def resize_to(x: torch.Tensor, size: int = 32) -> torch.Tensor:
+    """Bilinear resize of float images (antialiased when shrinking)."""
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def binarize(x: torch.Tensor, method: str = "threshold", generator: torch.Generator | None = None) -> torch.Tensor:
+    """Binary pixels from [0, 1] floats: ``x > 0.5`` or a Bernoulli draw with p = x."""
+    if method == "threshold":
+        return (x > 0.5).float()
+    if method == "bernoulli":
+        if generator is not None and generator.device != x.device:
+            return torch.bernoulli(x.cpu(), generator=generator).to(x.device)
+        return torch.bernoulli(x, generator=generator)
+    raise ValueError("method must be 'threshold' or 'bernoulli'")
+
+
+def one_hot(y: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+    return F.one_hot(y.long(), num_classes).float()
+
+
+def images(split: Split, scale: str = "tanh", size: int | None = None, resize: bool = False,
+           device: str | torch.device = "cpu") -> torch.Tensor:
+    """A split as float images on ``device``: scaled, and padded (or resized) to ``size``."""
+    x = to_float(split.x.to(device), scale)
+    if size and size != x.shape[-1]:
+        x = resize_to(x, size) if resize else pad_to_32(x, value=-1.0 if scale == "tanh" else 0.0)
+    return x
+
+
+# --------------------------------------------------------------------------------------------
+# Subsets and splits
+
+
+def stratified_subset(labels: torch.Tensor, size: float | int, seed: int = 0) -> torch.Tensor:
+    """Indices of a seeded subset with the label proportions of ``labels``.
+
+    ``size`` is a fraction (0 < size < 1) or a count. Sorted indices, same result for the same seed.
+    """
+    labels = labels.cpu()
+    n = len(labels)
+    fraction = size if isinstance(size, float) and size < 1 else int(size) / n
+    g = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in labels.unique():
+        idx = (labels == c).nonzero().squeeze(1)
+        k = max(1, round(fraction * len(idx)))
+        chosen.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    return torch.cat(chosen).sort().values
+
+
+def train_val_split(labels: torch.Tensor, val_fraction: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded stratified split of indices into (train, validation)."""
+    val = stratified_subset(labels, val_fraction, seed=seed)
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[val] = False
+    return mask.nonzero().squeeze(1), val
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+
+
+class TensorLoader:
+    """Batches sliced from tensors held in memory, reshuffled with ``randperm`` every epoch.
+
+    Yields tuples like a ``DataLoader`` over a ``TensorDataset``. ``transform`` (if given) is
+    applied to the first tensor of each batch, e.g. a seeded dynamic binarization. The shuffling
+    generator is part of ``state_dict()`` so a resumed run sees the same batches.
+    """
+
+    def __init__(self, *tensors: torch.Tensor, batch_size: int = 128, shuffle: bool = True,
+                 drop_last: bool = False, seed: int = 0, transform=None):
+        if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
+            raise ValueError("TensorLoader needs tensors of equal length")
+        self.tensors = tensors
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.transform = transform
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def dataset_size(self) -> int:
+        return len(self.tensors[0])
+
+    def __len__(self) -> int:
+        n, b = self.dataset_size, self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def __iter__(self):
+        n, device = self.dataset_size, self.tensors[0].device
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(device)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            batch = [t[idx] for t in self.tensors]
+            if self.transform is not None:
+                batch[0] = self.transform(batch[0])
+            yield tuple(batch)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def make_sample(root=None, n_train: int = 2000, n_test: int = 1000) -> None:
+    """Write the shipped samples (``common/sample_data/<name>.npz.xz``) from the full sets."""
+    SAMPLE_DIR.mkdir(exist_ok=True)
+    for key in ("mnist", "fashion"):
+        arrays = {}
+        for split, n in (("train", n_train), ("test", n_test)):
+            full = load_split(key, split, root=root)
+            idx = stratified_subset(full.y, n, seed=0)[:n]
+            arrays[f"x_{split}"] = full.x[idx, 0].numpy()
+            arrays[f"y_{split}"] = full.y[idx].numpy().astype(np.uint8)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        (SAMPLE_DIR / f"{key}.npz.xz").write_bytes(lzma.compress(buf.getvalue(), preset=9 | lzma.PRESET_EXTREME))
+        print(f"wrote {SAMPLE_DIR / f'{key}.npz.xz'}")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Data utilities.")
+    parser.add_argument("--make-sample", action="store_true", help="rebuild common/sample_data from the full sets")
+    parser.add_argument("--data-root", default=None)
+    if parser.parse_args().make_sample:
+        make_sample(parser.parse_args().data_root)

@@ -1,0 +1,222 @@
+"""Evaluation: judge classifiers, Frechet distance on their features, class accuracy and
+diversity of samples, and test NLL of Bernoulli-pixel models.
+
+Judges are small CNNs trained by the project (``make judges``) and cached under the data
+folder's ``cache/`` (or ``data/cache/`` when the data folder is read-only). The Frechet distance
+is computed on the judge's penultimate 128-d features, like FID on Inception features but with a
+judge that knows the domain; it is always reported beside its floor (real train vs real test),
+so a number can be read without knowing the scale.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import data as D
+from .paths import cache_dir
+from .training import progress
+
+JUDGE_DATASETS = ("mnist", "fashion")
+JUDGE_TARGETS = {"mnist": 0.993, "fashion": 0.92}
+JUDGE_EPOCHS = {"mnist": 6, "fashion": 12}
+
+
+class Judge(nn.Module):
+    """A small VGG-style CNN on 28x28 images in [0, 1]; ``features`` is the 128-d penultimate layer."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+
+        def block(cin, cout):
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+        self.body = nn.Sequential(*block(1, 32), *block(32, 32), nn.MaxPool2d(2),
+                                  *block(32, 64), *block(64, 64), nn.MaxPool2d(2), nn.Flatten(),
+                                  nn.Linear(64 * 7 * 7, 128), nn.ReLU(inplace=True))
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(128, num_classes))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x - 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def judge_input(images: torch.Tensor, value_range=(-1.0, 1.0), resized: bool = False) -> torch.Tensor:
+    """Any generated batch -> (N, 1, 28, 28) in [0, 1]: flat MLP outputs are reshaped, 32x32
+    images are center-cropped (padded data) or resized back (``resized=True``)."""
+    x = images.float()
+    if x.dim() == 2:
+        x = x.view(-1, 1, 28, 28)
+    lo, hi = value_range
+    x = ((x - lo) / (hi - lo)).clamp(0, 1)
+    if x.shape[-1] != 28:
+        x = D.resize_to(x, 28) if resized else x[..., 2:30, 2:30]
+    return x
+
+
+def _judge_path(dataset: str, quick: bool, data_root=None) -> Path:
+    return cache_dir(data_root) / f"judge_{dataset}{'_quick' if quick else ''}.pt"
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+    model.eval()
+    correct = sum((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item() for i in range(0, len(x), batch))
+    return correct / len(x)
+
+
+def train_judge(dataset: str, device="cpu", quick: bool = False, data_root=None, epochs: int | None = None,
+                seed: int = 0) -> tuple[Judge, dict]:
+    """Train a judge on the train split (random 1-pixel shifts as augmentation); report test accuracy."""
+    torch.manual_seed(seed)
+    device = torch.device(device)
+    train, test = (D.load_split(dataset, s, root=data_root, quick=quick, seed=seed) for s in ("train", "test"))
+    x, y = D.to_float(train.x, "unit").to(device), train.y.to(device)
+    xt, yt = D.to_float(test.x, "unit").to(device), test.y.to(device)
+    epochs = epochs or (3 if quick else JUDGE_EPOCHS[dataset])
+    model = Judge().to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    loader = D.TensorLoader(x, y, batch_size=128, seed=seed)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=epochs * len(loader))
+    start = time.time()
+    for epoch in range(epochs):
+        model.train()
+        for xb, yb in progress(loader, desc=f"judge {dataset} {epoch + 1}/{epochs}"):
+            shift = torch.randint(-1, 2, (2,)).tolist()
+            xb = torch.roll(xb, shifts=shift, dims=(2, 3))
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        print(f"[judge] {dataset} epoch {epoch + 1}/{epochs}: test accuracy {_accuracy(model, xt, yt):.4f}")
+    info = {"dataset": dataset, "test_accuracy": _accuracy(model, xt, yt), "epochs": epochs,
+            "quick": quick, "data_source": train.source, "train_seconds": round(time.time() - start, 1)}
+    return model.eval(), info
+
+
+def get_judge(dataset: str, device="cpu", quick: bool = False, data_root=None) -> tuple[Judge, dict]:
+    """The cached judge for ``dataset``, trained first if missing.
+
+    A full judge is used whenever it exists; quick runs without one train a quick judge on the
+    quick data in seconds (its accuracy is written next to every metric it produces).
+    """
+    if dataset not in JUDGE_DATASETS:
+        raise ValueError(f"no judge for {dataset!r} (judges exist for {JUDGE_DATASETS})")
+    full = _judge_path(dataset, False, data_root)
+    path = full if full.exists() or not quick else _judge_path(dataset, True, data_root)
+    if not path.exists():
+        print(f"[judge] no {dataset} judge cached at {path}: training one"
+              + (" (quick)" if quick else " (a few minutes; `make judges` does this ahead of time)"))
+        model, info = train_judge(dataset, device=device, quick=quick, data_root=data_root)
+        torch.save({"state": model.state_dict(), "info": info}, path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = Judge()
+    model.load_state_dict(ckpt["state"])
+    return model.to(device).eval(), {**ckpt["info"], "path": str(path)}
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between two sets of feature rows."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    # tr (S_a S_b)^(1/2) = sum of square roots of the eigenvalues of S_a S_b (real, >= 0 up to noise)
+    eig = np.linalg.eigvals(sa @ sb)
+    tr_sqrt = np.sqrt(np.clip(eig.real, 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(sa) + np.trace(sb) - 2 * tr_sqrt)
+
+
+class Evaluator:
+    """Judge-based quality of generated images for one dataset.
+
+        ev = Evaluator("mnist", device, quick=cfg.quick)
+        ev.report(samples, labels=None, value_range=(-1, 1))  # -> dict for metrics.json
+    """
+
+    def __init__(self, dataset: str = "mnist", device="cpu", quick: bool = False, data_root=None,
+                 n_real: int = 10000):
+        self.device = torch.device(device)
+        self.dataset = dataset
+        self.judge, self.judge_info = get_judge(dataset, self.device, quick, data_root)
+        test = D.load_split(dataset, "test", root=data_root, quick=quick)
+        train = D.load_split(dataset, "train", root=data_root, quick=quick)
+        n = min(n_real, len(test))
+        self.n_real = n
+        self.real_test = self.features(D.to_float(test.x[:n], "unit"), (0.0, 1.0))
+        idx = D.stratified_subset(train.y, n, seed=1)[:n]
+        self.floor = frechet_distance(self.features(D.to_float(train.x[idx], "unit"), (0.0, 1.0)), self.real_test)
+
+    @torch.no_grad()
+    def _batches(self, images: torch.Tensor, value_range, resized: bool, fn):
+        out = []
+        for i in range(0, len(images), 1000):
+            out.append(fn(judge_input(images[i:i + 1000].to(self.device), value_range, resized)).float().cpu())
+        return torch.cat(out)
+
+    def features(self, images, value_range=(-1.0, 1.0), resized: bool = False) -> np.ndarray:
+        return self._batches(images, value_range, resized, self.judge.features).numpy()
+
+    def probabilities(self, images, value_range=(-1.0, 1.0), resized: bool = False) -> torch.Tensor:
+        return self._batches(images, value_range, resized, lambda x: self.judge(x).softmax(1))
+
+    def frechet(self, images, value_range=(-1.0, 1.0), resized: bool = False) -> float:
+        return frechet_distance(self.features(images, value_range, resized), self.real_test)
+
+    def report(self, images, labels=None, value_range=(-1.0, 1.0), resized: bool = False) -> dict:
+        """Frechet distance (with its floor), judge confidence, class diversity and, for
+        conditional samples, the share classified as the label asked for (overall and per class)."""
+        feats = self.features(images, value_range, resized)
+        probs = self.probabilities(images, value_range, resized)
+        out = {"frechet_distance": frechet_distance(feats, self.real_test),
+               "frechet_floor_train_vs_test": self.floor,
+               **sample_stats(probs),
+               "n_samples": len(images), "n_real": self.n_real,
+               "judge_test_accuracy": self.judge_info["test_accuracy"], "judge_quick": self.judge_info["quick"]}
+        if labels is not None:
+            out.update(class_accuracy(probs, labels))
+        return out
+
+
+def sample_stats(probs: torch.Tensor) -> dict:
+    """Mean judge confidence, and class diversity: entropy (nats) of the predicted-class
+    histogram (ln 10 = 2.303 when all ten classes are equally frequent; 0 when collapsed)."""
+    hist = torch.bincount(probs.argmax(1), minlength=probs.shape[1]).float()
+    p = hist / hist.sum()
+    entropy = -(p[p > 0] * p[p > 0].log()).sum().item()
+    return {"judge_confidence": probs.max(1).values.mean().item(), "class_entropy": entropy,
+            "class_entropy_max": math.log(probs.shape[1]), "class_histogram": hist.long().tolist()}
+
+
+def class_accuracy(probs: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Share of samples the judge assigns to the class they were generated for, and per class."""
+    labels = labels.cpu()
+    hit = probs.argmax(1) == labels
+    per = {int(c): hit[labels == c].float().mean().item() for c in labels.unique()}
+    return {"class_accuracy": hit.float().mean().item(), "class_accuracy_per_class": per}
+
+
+# --------------------------------------------------------------------------------------------
+# Likelihood of Bernoulli-pixel models
+
+
+def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x) in nats per image for independent Bernoulli pixels given ``logits`` (N, ...)."""
+    return F.binary_cross_entropy_with_logits(logits.float(), x.float(), reduction="none").flatten(1).sum(1)
+
+
+def nats_to_bits_per_dim(nats_per_image: float, dims: int = 784) -> float:
+    return nats_per_image / (dims * math.log(2))
+
+
+def fixed_binarization(x_unit: torch.Tensor, seed: int = 1234) -> torch.Tensor:
+    """The same Bernoulli binarization of a test set every time (seeded), for comparable NLLs."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(x_unit.cpu().float(), generator=g).to(x_unit.device)

@@ -1,0 +1,42 @@
+"""Where things live: the repository root, the data root and run folders.
+
+Paths derive from this file, never from the working directory, so a script runs the same from
+the repository root, from inside its course folder, or from an unzipped submission (where
+``common/`` sits inside the course folder and that folder plays the role of the root).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUTS = ROOT / "outputs"
+DIST = ROOT / "dist"
+
+
+def data_root(explicit: str | os.PathLike | None = None) -> Path:
+    """The data folder: ``--data-root``, else ``$HW_DATA_ROOT``, else ``<root>/data``."""
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    env = os.environ.get("HW_DATA_ROOT")
+    if env:
+        return Path(env).expanduser().resolve()
+    return ROOT / "data"
+
+
+def cache_dir(explicit_data_root: str | os.PathLike | None = None) -> Path:
+    """A writable folder for caches (judge weights): next to the data when it is writable."""
+    root = data_root(explicit_data_root)
+    if os.access(root if root.exists() else root.parent, os.W_OK):
+        path = root / "cache"
+    else:  # a read-only shared copy of the data
+        path = ROOT / "data" / "cache"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_dir(course: str, part: str, name: str, out_dir: str | os.PathLike | None = None) -> Path:
+    """``outputs/<course>/<part>/<name>/`` (or ``out_dir`` when given), created."""
+    path = Path(out_dir).expanduser().resolve() if out_dir else OUTPUTS / course / part / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
