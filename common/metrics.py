@@ -10,6 +10,7 @@ so a number can be read without knowing the scale.
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -102,6 +103,13 @@ def train_judge(dataset: str, device="cpu", quick: bool = False, data_root=None,
     return model.eval(), info
 
 
+def save_judge(model: Judge, info: dict, path: Path) -> None:
+    """Write judge weights atomically (several runs may train and cache one at the same time)."""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save({"state": model.state_dict(), "info": info}, tmp)
+    os.replace(tmp, path)
+
+
 def get_judge(dataset: str, device="cpu", quick: bool = False, data_root=None) -> tuple[Judge, dict]:
     """The cached judge for ``dataset``, trained first if missing.
 
@@ -116,7 +124,7 @@ def get_judge(dataset: str, device="cpu", quick: bool = False, data_root=None) -
         print(f"[judge] no {dataset} judge cached at {path}: training one"
               + (" (quick)" if quick else " (a few minutes; `make judges` does this ahead of time)"))
         model, info = train_judge(dataset, device=device, quick=quick, data_root=data_root)
-        torch.save({"state": model.state_dict(), "info": info}, path)
+        save_judge(model, info, path)
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     model = Judge()
     model.load_state_dict(ckpt["state"])
