@@ -101,20 +101,22 @@ def _read_torchvision(info: DatasetInfo, split: str, root: Path) -> tuple[torch.
     where = root / info.folder
     how = (f"put torchvision's {info.title} files there, or point --data-root / HW_DATA_ROOT at a "
            f"folder that has them (--quick runs work without them)")
+    has_files = where.is_dir() and any(p.is_file() for p in where.rglob("*"))
     try:
         ds = cls(root=str(root), train=train, download=False)
-    except RuntimeError:  # not there: try to download, keeping torchvision's chatter quiet
-        try:
+    except Exception as exc:  # noqa: BLE001 - absent, incomplete or unreadable
+        if has_files:
+            raise DataError(f"{info.title} files in {where} are incomplete, corrupt or truncated "
+                            f"({type(exc).__name__}: {str(exc).strip()[:120]}); delete them and download "
+                            f"again, or {how}.") from None
+        try:  # not there: try to download, keeping torchvision's chatter quiet
             root.mkdir(parents=True, exist_ok=True)
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 ds = cls(root=str(root), train=train, download=True)
-        except Exception as exc:  # noqa: BLE001 - any failure here means "could not download"
+        except Exception as exc2:  # noqa: BLE001 - any failure here means "could not download"
             raise DataError(
                 f"{info.title} ({split}) not found in {where} and the download failed "
-                f"({type(exc).__name__}; no network?): {how}.") from None
-    except Exception as exc:  # noqa: BLE001 - files present but unreadable
-        raise DataError(f"{info.title} files in {where} are corrupt or truncated "
-                        f"({type(exc).__name__}: {exc}); delete them and download again, or {how}.") from None
+                f"({type(exc2).__name__}; no network?): {how}.") from None
     x = torch.as_tensor(np.asarray(ds.data))
     y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
     x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.unsqueeze(1)
@@ -239,16 +241,22 @@ def images(split: Split, scale: str = "tanh", size: int | None = None, resize: b
 def stratified_subset(labels: torch.Tensor, size: float | int, seed: int = 0) -> torch.Tensor:
     """Indices of a seeded subset with the label proportions of ``labels``.
 
-    ``size`` is a fraction (0 < size < 1) or a count. Sorted indices, same result for the same seed.
+    ``size`` is a fraction (0 < size < 1) or a count; the subset has exactly
+    ``round(fraction * N)`` (or ``count``) indices, split across classes by largest remainder.
+    Sorted indices, the same for the same seed.
     """
     labels = labels.cpu()
     n = len(labels)
-    fraction = size if isinstance(size, float) and size < 1 else int(size) / n
+    total = round(size * n) if isinstance(size, float) and size < 1 else min(int(size), n)
+    classes, counts = labels.unique(return_counts=True)
+    exact = counts.double() * total / n
+    take = exact.floor().long()
+    short = total - int(take.sum())
+    take[(exact - take).argsort(descending=True)[:short]] += 1
     g = torch.Generator().manual_seed(seed)
     chosen = []
-    for c in labels.unique():
+    for c, k in zip(classes, take.tolist()):
         idx = (labels == c).nonzero().squeeze(1)
-        k = max(1, round(fraction * len(idx)))
         chosen.append(idx[torch.randperm(len(idx), generator=g)[:k]])
     return torch.cat(chosen).sort().values
 

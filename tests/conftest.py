@@ -1,0 +1,35 @@
+"""Shared test fixtures. Tests never need the network: the full data is used when
+HW_DATA_ROOT points at it (CI sets it to ../shared/data), otherwise the shipped sample."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT
+
+
+@pytest.fixture
+def empty_data_root(tmp_path, monkeypatch):
+    """A data root with nothing in it (and so, offline, nothing to be had)."""
+    root = tmp_path / "no-data"
+    root.mkdir()
+    monkeypatch.setenv("HW_DATA_ROOT", str(root))
+    return root
+
+
+@pytest.fixture
+def course_path():
+    """Put a course folder on sys.path for importing its modules; removed afterwards."""
+    added = []
+
+    def add(folder: str) -> Path:
+        path = str(ROOT / folder)
+        sys.path.insert(0, path)
+        added.append(path)
+        return ROOT / folder
+
+    yield add
+    for p in added:
+        sys.path.remove(p)
