@@ -1,0 +1,285 @@
+"""EE 8520 HW2, Step 2: train a PixelCNN and a class-conditional PixelCNN on binarized MNIST.
+
+Handout Step 2 (b)-(d); models in ``models/AR.py`` (van den Oord et al., ICML 2016 and NeurIPS
+2016). Run from inside ``ee8520_hw2/`` with no arguments (``python hw2_step2_main.py``) or as
+``make ee8520-step2``; ``--help`` lists the flags, ``--quick`` is the smoke-sized run.
+
+Both models are trained side by side, one epoch of each per epoch, with ``BCEWithLogitsLoss`` on
+threshold-binarized pixels (the skeleton's ``binarize_image``) or, with ``--binarize bernoulli``,
+on a fresh seeded Bernoulli draw of every batch (dynamic binarization, the protocol behind the
+PixelCNN paper's 81.30 nats). Writes ``imgs/pixelcnn_generated.png`` (the skeleton's 8x8 grid) and,
+in ``outputs/ee8520/step2/<name>/``, the conditional samples, the per-digit grid, the unconditional
+vs conditional comparison, the loss curves, the judge's per-digit accuracy, ``metrics.json`` (test
+NLL in nats per image and bits per dimension for both models), tables and a checkpoint per epoch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+from common import data as D  # noqa: E402
+from common.cli import BaseConfig, parse_config, run_main  # noqa: E402
+from common.metrics import Evaluator, fixed_binarization, nats_to_bits_per_dim  # noqa: E402
+from common.paths import run_dir  # noqa: E402
+from common.plotting import grid_image, plot_bars, plot_panels, save_grid  # noqa: E402
+from common.tables import write_table  # noqa: E402
+from common.training import Run, autocast, get_device, progress, resolve_precision, seed_everything  # noqa: E402
+from models.AR import (ConditionalPixelCNN, PixelCNN, draw_uniforms, nll_nats_per_image,  # noqa: E402
+                       sample_fast, set_conv_impl)
+
+HERE = Path(__file__).resolve().parent
+PIXELS = 28 * 28
+
+
+@dataclass
+class Step2Config(BaseConfig):
+    epochs: int = dataclasses.field(default=20, metadata={"help": "epochs (each trains both models once)"})
+    batch_size: int = 128
+    lr: float = dataclasses.field(default=1e-3, metadata={"help": "Adam learning rate"})
+    binarize: str = dataclasses.field(default="threshold", metadata={
+        "choices": ["threshold", "bernoulli"],
+        "help": "threshold: x > 0.5 (the skeleton); bernoulli: seeded dynamic binarization"})
+    digit: int = dataclasses.field(default=7, metadata={"help": "digit the conditional model samples"})
+    channels: int = dataclasses.field(default=64, metadata={"help": "feature maps per masked conv"})
+    n_blocks: int = dataclasses.field(default=6, metadata={"help": "residual 3x3 type-B blocks after the 7x7 type-A conv"})
+    conv_impl: str = dataclasses.field(default="taps", metadata={
+        "choices": ["taps", "masked"],
+        "help": "masked convs over their causal taps only (faster, same result) or full kernel x mask"})
+    eval_per_digit: int = dataclasses.field(default=100, metadata={
+        "help": "conditional samples per digit for the judge (and 10x that unconditional)"})
+    name: str = dataclasses.field(default="pixelcnn", metadata={"help": "run folder name"})
+
+    QUICK = {"epochs": 1, "eval_per_digit": 10}
+
+
+def binarize_image(t):
+    """The skeleton's threshold binarization: pixels in [0, 1] -> {0, 1} by ``t > 0.5``."""
+    return (t > 0.5).float()
+
+
+class DynamicBinarizer:
+    """A fresh Bernoulli(p = intensity) draw of every batch, from a seeded generator kept in the
+    checkpoint (so a resumed run continues the same draws)."""
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, x):
+        return D.binarize(x, "bernoulli", self.generator)
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+
+
+def _logits(model, x, y, conditioning_flag):
+    return model(x, y) if conditioning_flag else model(x)
+
+
+def train(dataloader, model, optimizer, epochs, train_dataset, loss_fn, batch_size, conditioning_flag, device,
+          *, precision="fp32", channels_last=False, run=None, epoch_offset=0, desc="PixelCNN"):
+    """The skeleton's training loop: ``epochs`` passes of ``loss_fn(logits, x)`` (BCEWithLogitsLoss,
+    the per-pixel NLL) with ``optimizer``; the conditional model (``conditioning_flag``) also gets the
+    one-hot labels. Returns the mean training NLL of each epoch in nats per image.
+
+    ``train_dataset`` and ``batch_size`` are kept for the skeleton's signature (the loader already
+    holds both). Keyword extras: bf16 ``precision``, ``channels_last`` inputs, and a ``Run`` whose NaN
+    guard checks every step and whose history logs it.
+    """
+    model.train()
+    per_epoch = []
+    for epoch in range(epochs):
+        total, count = 0.0, 0
+        bar = progress(dataloader, desc=f"{desc} epoch {epoch_offset + epoch + 1}")
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, precision):
+                logits = _logits(model, x, y, conditioning_flag)
+            loss = loss_fn(logits.float(), x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            nats = loss.item() * PIXELS
+            if run is not None:
+                run.step += 1
+                run.guard(epoch_offset + epoch, **{f"{desc} loss": loss.item()})
+                run.history.log_step(model=desc, step=run.step, epoch=epoch_offset + epoch + 1, nll_nats=nats)
+            total += nats * len(x)
+            count += len(x)
+            bar.set_postfix(nll=f"{nats:.1f}")
+        per_epoch.append(total / count)
+    return per_epoch
+
+
+@torch.no_grad()
+def test_nll(model, x_bin, y_onehot, conditioning_flag, device, precision="fp32", batch=500, channels_last=False):
+    """Mean -log p(x) over a binarized set, nats per image (conditional: given the true label)."""
+    model.eval()
+    total = 0.0
+    for i in range(0, len(x_bin), batch):
+        x, y = x_bin[i:i + batch].to(device), y_onehot[i:i + batch].to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            logits = _logits(model, x, y, conditioning_flag)
+        total += nll_nats_per_image(logits, x).sum().item()
+    model.train()
+    return total / len(x_bin)
+
+
+def plot_side_by_side(left, right, path, titles, suptitle):
+    """Two 8x8 sample grids next to each other (unconditional vs conditional)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
+    for ax, imgs, name in zip(axes, (left, right), titles):
+        ax.imshow(grid_image(imgs, 8, (0.0, 1.0)), cmap="gray", interpolation="nearest")
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(suptitle)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def main(argv=None):
+    cfg = parse_config(Step2Config, argv, description=__doc__.splitlines()[0])
+    if not 0 <= cfg.digit <= 9:
+        raise SystemExit("--digit must be 0..9")
+    device = get_device(cfg.device)
+    seed_everything(cfg.seed)
+    precision = resolve_precision(cfg.precision, device, conv_model=True)
+    channels_last = precision == "bf16" and device.type == "cpu"
+    out = run_dir("ee8520", "step2", cfg.name, cfg.out_dir)
+    imgs = out if cfg.out_dir else HERE / "imgs"
+    imgs.mkdir(parents=True, exist_ok=True)
+    run = Run(out, {**cfg.to_dict(), "precision_resolved": precision, "channels_last": channels_last,
+                    "device_resolved": str(device)})
+
+    # Data: [0, 1] floats; binarized once (threshold) or per batch (bernoulli); test set fixed
+    train_split = D.load_split("mnist", "train", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
+    test_split = D.load_split("mnist", "test", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
+    x_train = D.images(train_split, scale="unit", device=device)
+    x_test = D.images(test_split, scale="unit", device=device)
+    y_train, y_test = D.one_hot(train_split.y).to(device), D.one_hot(test_split.y).to(device)
+    if cfg.binarize == "threshold":
+        transform = None
+        x_train, x_test_bin = binarize_image(x_train), binarize_image(x_test)
+    else:
+        transform = DynamicBinarizer(cfg.seed)
+        x_test_bin = fixed_binarization(x_test)
+    loader = D.TensorLoader(x_train, y_train, batch_size=cfg.batch_size, seed=cfg.seed, transform=transform)
+    print(f"[step2] {len(train_split)} train / {len(test_split)} test images ({train_split.source}), "
+          f"{cfg.binarize} binarization, precision {precision}{' + channels_last' if channels_last else ''}, "
+          f"conv {cfg.conv_impl}, device {device}")
+
+    models = {"unconditional": PixelCNN(cfg.channels, cfg.n_blocks),
+              "conditional": ConditionalPixelCNN(10, cfg.channels, cfg.n_blocks)}
+    opts = {}
+    for name, model in models.items():
+        set_conv_impl(model.to(device), cfg.conv_impl)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        opts[name] = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    objects = {**models, **{f"opt_{k}": v for k, v in opts.items()}, "loader": loader,
+               **({"binarizer": transform} if transform is not None else {})}
+    start = run.resume(objects) if cfg.resume else 0
+    loss_fn = nn.BCEWithLogitsLoss()  # mean over pixels = NLL / 784 (handout Step 2 (a))
+
+    t0 = time.perf_counter()
+    for epoch in range(start, cfg.epochs):
+        row = {"epoch": epoch + 1}
+        for name, model in models.items():
+            cond = name == "conditional"
+            (row[f"{name}_train_nll"],) = train(loader, model, opts[name], 1, x_train, loss_fn, cfg.batch_size,
+                                                cond, device, precision=precision, channels_last=channels_last,
+                                                run=run, epoch_offset=epoch, desc=name)
+            row[f"{name}_test_nll"] = test_nll(model, x_test_bin, y_test, cond, device, precision,
+                                               channels_last=channels_last)
+        row["seconds"] = time.perf_counter() - t0
+        run.history.log_epoch(**row)
+        run.checkpoint(epoch + 1, objects)
+        print(f"[step2] epoch {epoch + 1}/{cfg.epochs}: NLL nats/image train/test "
+              f"unconditional {row['unconditional_train_nll']:.2f}/{row['unconditional_test_nll']:.2f}, "
+              f"conditional {row['conditional_train_nll']:.2f}/{row['conditional_test_nll']:.2f}")
+    train_seconds = time.perf_counter() - t0
+
+    # Test NLL of the final models in fp32, on the binarization each was trained with
+    metrics = {"binarize": cfg.binarize, "precision": precision, "epochs": cfg.epochs,
+               "train_seconds_this_session": round(train_seconds, 1), "quick": cfg.quick,
+               "data_source": train_split.source}
+    for name, model in models.items():
+        nll = test_nll(model, x_test_bin, y_test, name == "conditional", device, "fp32")
+        metrics[name] = {"test_nll_nats": nll, "test_bits_per_dim": nats_to_bits_per_dim(nll),
+                         "n_params": sum(p.numel() for p in model.parameters())}
+        if run.history.epochs:
+            metrics[name]["train_nll_nats_last_epoch"] = run.history.epochs[-1][f"{name}_train_nll"]
+        print(f"[step2] {name}: test NLL {nll:.2f} nats/image = {nats_to_bits_per_dim(nll):.4f} bits/dim")
+
+    # Samples: fixed pre-drawn uniforms, all samples of a figure in one batch, cached sampler
+    uncond, cond = models["unconditional"], models["conditional"]
+    t1 = time.perf_counter()
+    u64 = draw_uniforms(64, cfg.seed + 1, device=device)
+    s_uncond = sample_fast(uncond, u64)
+    s_digit = sample_fast(cond, u64, D.one_hot(torch.full((64,), cfg.digit)).to(device))
+    sample_seconds = time.perf_counter() - t1
+    u_cols = draw_uniforms(10, cfg.seed + 2, device=device).repeat(10, 1, 1, 1)  # column c shares its noise
+    s_rows = sample_fast(cond, u_cols, D.one_hot(torch.arange(10).repeat_interleave(10)).to(device))
+
+    save_grid(s_uncond, imgs / "pixelcnn_generated.png", nrow=8, value_range=(0, 1),
+              title="PixelCNN: 64 unconditional samples")
+    save_grid(s_uncond, out / "pixelcnn_unconditional.png", nrow=8, value_range=(0, 1),
+              title="PixelCNN: 64 unconditional samples")
+    save_grid(s_digit, out / f"pixelcnn_conditional_digit{cfg.digit}.png", nrow=8, value_range=(0, 1),
+              title=f"Conditional PixelCNN: 64 samples of digit {cfg.digit}")
+    save_grid(s_rows, out / "pixelcnn_conditional_all_digits.png", nrow=10, value_range=(0, 1),
+              row_labels=[str(d) for d in range(10)], ylabel="class label y",
+              xlabel="sample (each column shares its noise)",
+              title="Conditional PixelCNN: one row per digit")
+    plot_side_by_side(s_uncond, s_digit, out / "pixelcnn_uncond_vs_cond.png",
+                      ("unconditional", f"conditional, y = {cfg.digit}"),
+                      "PixelCNN samples from the same noise: unconditional vs class-conditional")
+    epochs_run = run.history.series("epoch", per="epoch")
+    plot_panels({f"{name} PixelCNN": {
+        "train": (epochs_run, run.history.series(f"{name}_train_nll", per="epoch")),
+        "test": (epochs_run, run.history.series(f"{name}_test_nll", per="epoch"))} for name in models},
+        out / "pixelcnn_loss_curves.png", title=f"Negative log-likelihood per epoch ({cfg.binarize} binarization)",
+        xlabel="epoch", ylabels={f"{n} PixelCNN": "NLL (nats / image)" for n in models})
+
+    # Judge: class accuracy of conditional samples per digit; quality of unconditional samples
+    k = cfg.eval_per_digit
+    labels = torch.arange(10).repeat_interleave(k)
+    s_eval_cond = sample_fast(cond, draw_uniforms(10 * k, cfg.seed + 3, device=device), D.one_hot(labels).to(device))
+    s_eval_uncond = sample_fast(uncond, draw_uniforms(10 * k, cfg.seed + 4, device=device))
+    ev = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root)
+    metrics["conditional"].update(ev.report(s_eval_cond, labels, value_range=(0.0, 1.0)))
+    metrics["unconditional"].update(ev.report(s_eval_uncond, value_range=(0.0, 1.0)))
+    per_digit = metrics["conditional"]["class_accuracy_per_class"]
+    plot_bars({str(d): per_digit[d] for d in sorted(per_digit)}, out / "pixelcnn_class_accuracy.png",
+              title=f"Judge accuracy of conditional PixelCNN samples ({k} per digit)",
+              ylabel="share classified as the requested digit", xlabel="requested digit")
+    metrics["sampling_seconds_128_images"] = round(sample_seconds, 2)
+    rows = [{"model": name, "test NLL (nats/image)": metrics[name]["test_nll_nats"],
+             "bits/dim": metrics[name]["test_bits_per_dim"],
+             "Frechet (judge)": metrics[name]["frechet_distance"],
+             "class accuracy": metrics[name].get("class_accuracy", "")} for name in models]
+    write_table(rows, out / "pixelcnn_results", title=f"PixelCNN on {cfg.binarize}-binarized MNIST")
+    run.write_metrics(metrics)
+    print(f"[step2] conditional samples: judge class accuracy {metrics['conditional']['class_accuracy']:.3f}")
+    print(f"[step2] figures and metrics in {out}; skeleton grid {imgs / 'pixelcnn_generated.png'}")
+
+
+if __name__ == "__main__":
+    run_main(main)
