@@ -1,0 +1,366 @@
+"""RDFIA TP2-de, part 1: DCGAN on MNIST (32x32, padded) and the practical's experiments.
+
+Handout: ``shared/handouts/rdfia_tp2.md`` (questions 1-5); architecture and defaults from the
+course's task sheet (``tp2_models.py``). Each experiment is a named run in
+``outputs/rdfia_tp2/dcgan/<experiment>/`` with loss curves, samples over training (one row per
+epoch, fixed noise), an interpolation figure, the Frechet distance on judge features per epoch
+and at the end, and ``metrics.json``. Several experiments at once (``--experiment all`` or a
+comma-separated list) also write ``comparison/``: one sample row per experiment and a table.
+
+    python tp2_dcgan.py                       # the default DCGAN (20 epochs, lr / 10 at 11 and 16)
+    python tp2_dcgan.py --experiment all      # every experiment, then the comparison
+    python tp2_dcgan.py --experiment nz10,saturating --quick
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from common import data as D
+from common.cli import BaseConfig, parse_config, run_main
+from common.metrics import Evaluator
+from common.paths import run_dir
+from common.plotting import plot_bars, plot_curves, plot_panels, save_grid
+from common.tables import write_table
+from common.training import Run, autocast, get_device, progress, resolve_precision, seed_everything
+from tp2_models import (GENERATOR_LOSSES, Discriminator, Generator, discriminator_loss, lerp, sample_z, slerp,
+                        weights_init)
+
+COURSE, PART = "rdfia_tp2", "dcgan"
+
+# The practical's suggested experiments: each is the default configuration with these changes.
+EXPERIMENTS: dict[str, dict] = {
+    "default": {},
+    "nz10": {"nz": 10},
+    "nz1000": {"nz": 1000},
+    "nz10000": {"nz": 10000},
+    "pytorch_init": {"init": "pytorch"},
+    "ngf128_ndf256": {"ngf": 128, "ndf": 256},
+    "saturating": {"g_loss": "saturating"},
+    "lr1e-3": {"lr": 1e-3},
+    "lr5e-5": {"lr": 5e-5},
+    "cifar10": {"dataset": "cifar10"},
+}
+
+
+@dataclass
+class DCGANConfig(BaseConfig):
+    epochs: int = 20
+    lr: float = 2e-4
+    batch_size: int = 128
+    beta1: float = field(default=0.5, metadata={"help": "Adam beta1"})
+    nz: int = field(default=100, metadata={"help": "latent size"})
+    ngf: int = field(default=32, metadata={"help": "generator width"})
+    ndf: int = field(default=32, metadata={"help": "discriminator width"})
+    init: str = field(default="course", metadata={"choices": ["course", "pytorch"],
+                                                  "help": "course: N(0, 0.02) convs, BN N(1, 0.02); pytorch: its default"})
+    g_loss: str = field(default="nonsaturating", metadata={"choices": list(GENERATOR_LOSSES)})
+    dataset: str = field(default="mnist", metadata={"choices": ["mnist", "cifar10"]})
+    lr_decay_epochs: typing.List[int] = field(default_factory=lambda: [11, 16], metadata={
+        "help": "1-based epochs from which the lr is divided by 10 (the course's older schedule)"})
+    experiment: str = field(default="default", metadata={
+        "help": "a name, a comma-separated list, or 'all': " + ", ".join(EXPERIMENTS)})
+    n_eval: int = field(default=10000, metadata={"help": "samples for the final Frechet distance"})
+    n_eval_epoch: int = field(default=2000, metadata={"help": "samples for the per-epoch Frechet distance"})
+    threads: int = field(default=0, metadata={
+        "help": "torch CPU threads (0: torch's default); 1 is much faster on an oversubscribed shared CPU"})
+
+    # Quick: the few-hundred-image sample; batch 32 so BatchNorm's running statistics (used by the
+    # eval-mode sample grids) have seen enough steps to mean something.
+    QUICK: typing.ClassVar[dict] = {"epochs": 2, "batch_size": 32, "n_eval": 256, "n_eval_epoch": 256}
+
+
+def experiment_names(spec: str) -> list[str]:
+    names = list(EXPERIMENTS) if spec == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        raise SystemExit(f"error: unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)} or 'all'")
+    return names
+
+
+def part_dir(cfg) -> Path:
+    """The folder holding one sub-folder per experiment (``--out-dir`` replaces it)."""
+    return run_dir(COURSE, PART, "", cfg.out_dir)
+
+
+def choose_precision(cfg, device) -> str:
+    # bf16 autocast kept the same sample quality as fp32 in the comparison recorded in README.md.
+    return resolve_precision(cfg.precision, device, conv_model=True)
+
+
+def setup_device(cfg):
+    device = get_device(cfg.device)  # also flushes denormals
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    return device
+
+
+def load_data(cfg, device):
+    split = D.load_split(cfg.dataset, "train", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
+    x = D.images(split, "tanh", size=32, device=device)  # Pad(2) + Normalize((0.5,), (0.5,))
+    return split, x, split.y.to(device)
+
+
+class Keep(dict):
+    """A dict that checkpoints with the models (samples and FD per epoch, for resumed runs)."""
+
+    def state_dict(self):
+        return dict(self)
+
+    def load_state_dict(self, state):
+        self.clear()
+        self.update(state)
+
+
+@torch.no_grad()
+def generate(G, z: torch.Tensor, device, precision: str, *cond, batch: int = 1000) -> torch.Tensor:
+    """G(z) in eval mode (BatchNorm running statistics), float32 on the CPU."""
+    was_training = G.training
+    G.eval()
+    out = []
+    with autocast(device, precision):
+        for i in range(0, len(z), batch):
+            out.append(G(z[i:i + batch].to(device), *(c[i:i + batch].to(device) for c in cond)).float().cpu())
+    G.train(was_training)
+    return torch.cat(out)
+
+
+def gan_step(G, D, opt_G, opt_D, real, z, g_loss_fn, device, precision, cond_real=(), cond_fake=()):
+    """One step of the practical: D on a real and a fake batch, then G on the same fakes."""
+    with autocast(device, precision):
+        fake = G(z, *cond_fake)
+        d_real = D(real, *cond_real)
+        d_fake = D(fake.detach(), *cond_fake)
+    d_loss = discriminator_loss(d_real, d_fake)
+    opt_D.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_D.step()
+    with autocast(device, precision):
+        d_fake_g = D(fake, *cond_fake)
+    g_loss = g_loss_fn(d_fake_g)
+    opt_G.zero_grad(set_to_none=True)
+    g_loss.backward()
+    opt_G.step()
+    return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "D_x": d_real.detach().float().mean(),
+            "D_G_z": d_fake.detach().float().mean()}
+
+
+def make_optimizers(cfg, G, D):
+    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    milestones = [e - 1 for e in cfg.lr_decay_epochs if e >= 2]
+    scheds = [torch.optim.lr_scheduler.MultiStepLR(o, milestones=milestones, gamma=0.1) for o in (opt_G, opt_D)]
+    return opt_G, opt_D, scheds
+
+
+def fixed_noise(nz: int, n: int, seed: int, offset: int = 1234) -> torch.Tensor:
+    """The same noise for every figure of a run (and every run with the same nz and seed)."""
+    return sample_z(n, nz, torch.Generator().manual_seed(offset + seed))
+
+
+def plot_training(run: Run, title: str, keep: Keep, value_range=(-1, 1)) -> None:
+    h = run.history
+    steps = h.series("step")
+    plot_panels({"losses": {"D loss": (steps, h.series("d_loss")), "G loss": (steps, h.series("g_loss"))},
+                 "discriminator outputs": {"D(x)": (steps, h.series("D_x")), "D(G(z))": (steps, h.series("D_G_z"))}},
+                run.path("losses.png"), title=f"{title}: training curves (smoothed, raw faint)", xlabel="step",
+                ylabels={"losses": "BCE loss", "discriminator outputs": "mean D output"}, window=25)
+    rows = keep["progress"]
+    save_grid(torch.cat(rows), run.path("samples_over_training.png"), nrow=len(rows[0]),
+              title=f"{title}: fixed-noise samples over training", value_range=value_range,
+              row_labels=[f"epoch {e}" for e in keep["progress_epochs"]], ylabel="epoch", xlabel="fixed z")
+    if keep.get("fd"):
+        plot_curves({"generated vs MNIST test": (keep["fd_epochs"], keep["fd"]),
+                     "floor: MNIST train vs test": (keep["fd_epochs"], [keep["fd_floor"]] * len(keep["fd"]))},
+                    run.path("fd_over_training.png"), title=f"{title}: Frechet distance (judge features)",
+                    xlabel="epoch", ylabel=f"FD ({keep['fd_n']} samples)")
+
+
+def plot_interpolation(G, nz, device, precision, path, title, seed, value_range=(-1, 1)) -> None:
+    """Three pairs (z1, z2), each walked linearly and spherically in 10 steps."""
+    g = torch.Generator().manual_seed(4321 + seed)
+    t = torch.linspace(0, 1, 10)
+    zs, labels = [], []
+    for k in range(3):
+        z1, z2 = sample_z(2, nz, g)
+        zs += [lerp(z1, z2, t), slerp(z1, z2, t)]
+        labels += [f"pair {k + 1} lerp", f"pair {k + 1} slerp"]
+    imgs = generate(G, torch.cat(zs), device, precision)
+    save_grid(imgs, path, nrow=10, title=f"{title}: interpolation from z1 (left) to z2 (right)",
+              value_range=value_range, row_labels=labels, col_labels=[f"{v:.2f}" for v in t.tolist()],
+              xlabel="t in (1 - t) z1 + t z2 (lerp) / slerp")
+
+
+def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
+    """Train one experiment and write its run folder; returns its metrics."""
+    seed_everything(cfg.seed)
+    device = setup_device(cfg)
+    precision = choose_precision(cfg, device)
+    split, x, y = load_data(cfg, device)
+    info = split.info
+    folder = run_dir(COURSE, PART, name, Path(cfg.out_dir) / name if cfg.out_dir else None)
+    run = Run(folder, {**cfg.to_dict(), "experiment": name, "precision_resolved": precision,
+                       "data_source": split.source, "n_train": len(split)})
+    title = f"DCGAN {name}" + (" (quick)" if cfg.quick else "")
+
+    G = Generator(cfg.nz, cfg.ngf, info.channels).to(device)
+    Dn = Discriminator(cfg.ndf, info.channels).to(device)
+    if cfg.init == "course":
+        G.apply(weights_init)
+        Dn.apply(weights_init)
+    opt_G, opt_D, (sched_G, sched_D) = make_optimizers(cfg, G, Dn)
+    loader = D.TensorLoader(x, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
+    g_loss_fn = GENERATOR_LOSSES[cfg.g_loss]
+    noise = fixed_noise(cfg.nz, 10, cfg.seed)
+    keep = Keep(progress=[generate(G, noise, device, precision)], progress_epochs=[0], fd=[], fd_epochs=[],
+                epoch_seconds=[])
+    objects = {"G": G, "D": Dn, "opt_G": opt_G, "opt_D": opt_D, "sched_G": sched_G, "sched_D": sched_D,
+               "loader": loader, "keep": keep}
+    start = run.resume(objects) if cfg.resume else 0
+
+    evaluator = None
+    if info.key in ("mnist", "fashion"):
+        if info.key not in evaluators:
+            evaluators[info.key] = Evaluator(info.key, device, quick=cfg.quick, data_root=cfg.data_root)
+        evaluator = evaluators[info.key]
+        keep["fd_floor"], keep["fd_n"] = evaluator.floor, cfg.n_eval_epoch
+    eval_g = torch.Generator().manual_seed(99 + cfg.seed)
+
+    for epoch in range(start, cfg.epochs):
+        G.train()
+        Dn.train()
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        bar = progress(loader, desc=f"{name} {epoch + 1}/{cfg.epochs}")
+        for (real,) in bar:
+            z = torch.randn(real.shape[0], cfg.nz, 1, 1, device=device)
+            out = gan_step(G, Dn, opt_G, opt_D, real, z, g_loss_fn, device, precision)
+            run.step += 1
+            run.guard(epoch, d_loss=out["d_loss"], g_loss=out["g_loss"])
+            vals = {k: float(v) for k, v in out.items()}
+            run.history.log_step(step=run.step, epoch=epoch + 1, **vals)
+            for k, v in vals.items():
+                sums[k] = sums.get(k, 0.0) + v
+        seconds = time.perf_counter() - t0
+        lr = opt_G.param_groups[0]["lr"]
+        sched_G.step()
+        sched_D.step()
+        n = len(loader)
+        row = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, "lr": lr, "seconds": seconds}
+        keep["epoch_seconds"].append(seconds)
+        keep["progress"].append(generate(G, noise, device, precision))
+        keep["progress_epochs"].append(epoch + 1)
+        if evaluator is not None:
+            z_eval = sample_z(cfg.n_eval_epoch, cfg.nz, eval_g)
+            row["frechet_distance"] = evaluator.frechet(generate(G, z_eval, device, precision))
+            keep["fd"].append(row["frechet_distance"])
+            keep["fd_epochs"].append(epoch + 1)
+        run.history.log_epoch(**row)
+        print(f"[{name}] epoch {epoch + 1}/{cfg.epochs}: D loss {row['d_loss']:.3f}, G loss {row['g_loss']:.3f}, "
+              f"D(x) {row['D_x']:.3f}, D(G(z)) {row['D_G_z']:.3f}"
+              + (f", FD {row['frechet_distance']:.2f}" if "frechet_distance" in row else "") + f" ({seconds:.1f} s)")
+        run.checkpoint(epoch + 1, objects)
+
+    # Final figures and metrics from the trained generator.
+    plot_training(run, title, keep)
+    grid_noise = fixed_noise(cfg.nz, 64, cfg.seed, offset=777)
+    save_grid(generate(G, grid_noise, device, precision), run.path("samples.png"), nrow=8,
+              title=f"{title}: 64 samples after {cfg.epochs} epochs")
+    plot_interpolation(G, cfg.nz, device, precision, run.path("interpolation.png"), title, cfg.seed)
+    torch.save(keep["progress"][-1], run.path("comparison_samples.pt"))
+
+    epochs = run.history.epochs
+    last = epochs[-1] if epochs else {}
+    metrics = {"experiment": name, "dataset": info.key, "data_source": split.source, "quick": cfg.quick,
+               "nz": cfg.nz, "ngf": cfg.ngf, "ndf": cfg.ndf, "init": cfg.init, "g_loss_type": cfg.g_loss,
+               "lr": cfg.lr, "epochs": cfg.epochs, "precision": precision, "steps": run.step,
+               "params_G": sum(p.numel() for p in G.parameters()), "params_D": sum(p.numel() for p in Dn.parameters()),
+               "seconds_per_epoch": keep["epoch_seconds"],
+               "mean_seconds_per_epoch": sum(keep["epoch_seconds"]) / max(1, len(keep["epoch_seconds"])),
+               "final_epoch": {k: last.get(k) for k in ("d_loss", "g_loss", "D_x", "D_G_z")},
+               "frechet_per_epoch": keep["fd"], "frechet_per_epoch_n": cfg.n_eval_epoch}
+    if evaluator is not None:
+        z_eval = sample_z(cfg.n_eval, cfg.nz, torch.Generator().manual_seed(2024 + cfg.seed))
+        metrics.update(evaluator.report(generate(G, z_eval, device, precision)))
+    else:
+        metrics.update({"frechet_distance": None,
+                        "frechet_note": f"n/a: no judge classifier exists for {info.title}"})
+    run.write_metrics(metrics)
+    print(f"[{name}] wrote {folder}" + (f" (FD {metrics['frechet_distance']:.2f}, floor "
+                                        f"{metrics['frechet_floor_train_vs_test']:.2f})" if evaluator else ""))
+    return metrics
+
+
+COMPARE_COLUMNS = ["experiment", "dataset", "nz", "ngf", "ndf", "init", "g_loss_type", "lr", "epochs", "quick",
+                   "frechet_distance", "frechet_floor_train_vs_test", "class_entropy", "judge_confidence",
+                   "final_d_loss", "final_g_loss", "final_D_x", "final_D_G_z", "mean_seconds_per_epoch", "status"]
+
+
+def write_comparison(parent: Path, names: list[str], skipped: dict[str, str]) -> Path:
+    """One sample row per experiment (fixed noise of the run's nz and seed) and a table."""
+    rows, panels, labels = [], [], []
+    for name in names:
+        folder = parent / name
+        if name in skipped or not (folder / "metrics.json").exists():
+            rows.append({"experiment": name, "status": skipped.get(name, "not run")})
+            continue
+        m = json.loads((folder / "metrics.json").read_text())
+        fe = m.get("final_epoch", {})
+        rows.append({**{k: m.get(k) for k in COMPARE_COLUMNS},
+                     **{f"final_{k}": fe.get(k) for k in ("d_loss", "g_loss", "D_x", "D_G_z")},
+                     "frechet_distance": m["frechet_distance"] if m.get("frechet_distance") is not None else "n/a (no judge)",
+                     "status": "ok"})
+        s = torch.load(folder / "comparison_samples.pt")
+        panels.append(s.expand(-1, 3, -1, -1) if s.shape[1] == 1 else s)
+        labels.append(name)
+    out = parent / "comparison"
+    out.mkdir(parents=True, exist_ok=True)
+    if panels:
+        save_grid(torch.cat(panels), out / "comparison_samples.png", nrow=10, row_labels=labels,
+                  title="DCGAN experiments: final samples from the same fixed noise (per nz)", xlabel="fixed z")
+        fd = {r["experiment"]: r["frechet_distance"] for r in rows if isinstance(r.get("frechet_distance"), float)}
+        if fd:
+            plot_bars(fd, out / "comparison_fd.png", title="Frechet distance on judge features (lower is better)",
+                      ylabel="FD vs MNIST test", xlabel="experiment")
+        curves = {}
+        for name in labels:
+            hist = json.loads((parent / name / "history.json").read_text())["epochs"]
+            curves[name] = ([r["epoch"] for r in hist], [r["g_loss"] for r in hist])
+        plot_curves(curves, out / "comparison_g_loss.png", title="Generator loss per epoch, every experiment",
+                    xlabel="epoch", ylabel="mean G loss")
+    md = write_table(rows, out / "comparison", columns=COMPARE_COLUMNS, title="DCGAN experiments")
+    print(f"[comparison] wrote {md}")
+    return md
+
+
+def main(argv=None) -> dict:
+    cfg = parse_config(DCGANConfig, argv, description=__doc__.splitlines()[0])
+    names = experiment_names(cfg.experiment)
+    evaluators: dict = {}
+    results, skipped, missing = {}, {}, None
+    for name in names:
+        exp_cfg = dataclasses.replace(cfg, **EXPERIMENTS[name])
+        try:
+            results[name] = train_experiment(exp_cfg, name, evaluators)
+        except D.DataError as exc:
+            if len(names) == 1:
+                raise
+            missing = exc
+            skipped[name] = "skipped: data missing"
+            print(f"[{name}] skipped: {exc}")
+    if len(names) > 1:
+        parent = Path(cfg.out_dir) if cfg.out_dir else part_dir(cfg)
+        write_comparison(parent, names, skipped)
+    if missing is not None:  # the other runs and the comparison are written; still fail loudly
+        raise missing
+    return results
+
+
+if __name__ == "__main__":
+    run_main(main)
