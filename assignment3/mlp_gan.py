@@ -1,0 +1,298 @@
+"""Assignment 3: the MLP GAN of the handout (Figure 1) and the training pieces every part shares.
+
+Handout: ``shared/handouts/assignment3.md`` (Part I TODO-1..TODO-5, Part II studies). The GAN is
+Goodfellow et al., "Generative Adversarial Nets" (2014), with the non-saturating generator loss.
+
+* TODO-1 ``Generator`` (100 -> 256 -> 512 -> 1024 -> 784, Tanh) and ``Discriminator``
+  (784 -> 1024 -> 512 -> 256 -> 1, Sigmoid), each ONE ``nn.Sequential``; LeakyReLU(0.2) between
+  the linear layers, dropout in D.
+* TODO-2 ``nn.BCELoss`` and Adam (``make_optimizers``).
+* TODO-3 ``real_fake_labels``, ``d_loss_real``, ``d_loss_fake``, ``g_loss_fn``, freezing with
+  ``set_requires_grad`` inside ``train_discriminator_step`` / ``train_generator_step``, and
+  ``train_epoch``.
+* ``fit`` runs whole trainings for the Part II studies (history, checkpoints with resume,
+  judge-based evaluations, snapshots), ``sample`` draws images from a fixed noise tensor.
+
+Images are flat vectors of 784 pixels in [-1, 1] (``Normalize((0.5,), (0.5,))``), which is what
+the Tanh output of G produces and what D reads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import typing
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from common import data as D
+from common.cli import BaseConfig
+from common.training import Run, autocast, progress
+
+LATENT_DIM = 100
+IMAGE_DIM = 28 * 28
+
+
+@dataclass
+class GanConfig(BaseConfig):
+    """Defaults shared by every Assignment 3 script (each script may override epochs)."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 2e-4
+    beta1: float = dataclasses.field(default=0.5, metadata={"help": "Adam beta1 (DCGAN's 0.5)"})
+    latent_dim: int = 100
+    dropout: float = dataclasses.field(default=0.3, metadata={"help": "dropout after each hidden layer of D"})
+    n_eval: int = dataclasses.field(default=5000, metadata={"help": "samples per judge evaluation"})
+
+    QUICK: typing.ClassVar[dict] = {"epochs": 2, "n_eval": 256}
+
+
+# --------------------------------------------------------------------------------------------
+# TODO-1: the two networks, each one nn.Sequential (handout Figure 1)
+
+
+class Generator(nn.Sequential):
+    """z (N, 100) -> image (N, 784) in [-1, 1]: Linear 100-256-512-1024-784, LeakyReLU, Tanh."""
+
+    def __init__(self, latent_dim: int = LATENT_DIM):
+        super().__init__(
+            nn.Linear(latent_dim, 256), nn.LeakyReLU(0.2),    # Layer-1
+            nn.Linear(256, 512), nn.LeakyReLU(0.2),           # Layer-2
+            nn.Linear(512, 1024), nn.LeakyReLU(0.2),          # Layer-3
+            nn.Linear(1024, IMAGE_DIM),                       # Layer-4
+            nn.Tanh(),                                        # last layer
+        )
+        self.latent_dim = latent_dim
+
+
+class Discriminator(nn.Sequential):
+    """image (N, 784) or (N, 1, 28, 28) -> P(real) (N, 1): Linear 784-1024-512-256-1, LeakyReLU,
+    dropout, Sigmoid. ``Flatten`` (no parameters) lets it read unflattened images too."""
+
+    def __init__(self, dropout: float = 0.3):
+        super().__init__(
+            nn.Flatten(),
+            nn.Linear(IMAGE_DIM, 1024), nn.LeakyReLU(0.2), nn.Dropout(dropout),  # Layer-1
+            nn.Linear(1024, 512), nn.LeakyReLU(0.2), nn.Dropout(dropout),        # Layer-2
+            nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Dropout(dropout),         # Layer-3
+            nn.Linear(256, 1),                                                   # Layer-4
+            nn.Sigmoid(),                                                        # last layer
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# TODO-2: loss and optimizers
+
+
+def make_optimizers(G: nn.Module, D: nn.Module, lr: float = 2e-4, beta1: float = 0.5):
+    """Adam for each network, (beta1, 0.999) as in DCGAN; returns ``(opt_G, opt_D)``."""
+    return (torch.optim.Adam(G.parameters(), lr=lr, betas=(beta1, 0.999)),
+            torch.optim.Adam(D.parameters(), lr=lr, betas=(beta1, 0.999)))
+
+
+# --------------------------------------------------------------------------------------------
+# TODO-3: labels, losses, freezing, the training step
+
+
+def real_fake_labels(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets for D: ones (N, 1) for real images, zeros (N, 1) for generated ones."""
+    return torch.ones(n, 1, device=device), torch.zeros(n, 1, device=device)
+
+
+def d_loss_real(criterion, d_real: torch.Tensor, real_labels: torch.Tensor) -> torch.Tensor:
+    """L_D^real = BCE(D(x), 1) = -mean log D(x)."""
+    return criterion(d_real.float(), real_labels)
+
+
+def d_loss_fake(criterion, d_fake: torch.Tensor, fake_labels: torch.Tensor) -> torch.Tensor:
+    """L_D^fake = BCE(D(G(z)), 0) = -mean log(1 - D(G(z)))."""
+    return criterion(d_fake.float(), fake_labels)
+
+
+def g_loss_fn(criterion, d_fake: torch.Tensor, real_labels: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss L_G = BCE(D(G(z)), 1) = -mean log D(G(z))."""
+    return criterion(d_fake.float(), real_labels)
+
+
+def set_requires_grad(model: nn.Module, flag: bool) -> None:
+    """Freeze (``False``) or unfreeze (``True``) every parameter of ``model``."""
+    for p in model.parameters():
+        p.requires_grad_(flag)
+
+
+def noise(n: int, latent_dim: int = LATENT_DIM, device="cpu", generator: torch.Generator | None = None):
+    """z ~ N(0, I), shape (n, latent_dim)."""
+    if generator is not None:
+        return torch.randn(n, latent_dim, generator=generator).to(device)
+    return torch.randn(n, latent_dim, device=device)
+
+
+def train_discriminator_step(G, D, opt_D, criterion, real: torch.Tensor, latent_dim: int = LATENT_DIM,
+                             precision: str = "fp32") -> dict:
+    """One D update with G frozen: L_D = BCE(D(x), 1) + BCE(D(G(z)), 0)."""
+    set_requires_grad(G, False)
+    set_requires_grad(D, True)
+    n, device = real.shape[0], real.device
+    real_labels, fake_labels = real_fake_labels(n, device)
+    with autocast(device, precision):
+        fake = G(noise(n, latent_dim, device))  # no graph: G is frozen
+        out = D(torch.cat([real, fake.to(real.dtype)]))  # one pass over real and fake rows
+    d_real, d_fake = out[:n], out[n:]
+    loss_real = d_loss_real(criterion, d_real, real_labels)
+    loss_fake = d_loss_fake(criterion, d_fake, fake_labels)
+    d_loss = loss_real + loss_fake
+    opt_D.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_D.step()
+    return {"d_loss": d_loss.detach(), "d_loss_real": loss_real.detach(), "d_loss_fake": loss_fake.detach(),
+            "d_real": d_real.detach().float().mean(), "d_fake": d_fake.detach().float().mean()}
+
+
+def train_generator_step(G, D, opt_G, criterion, n: int, device, latent_dim: int = LATENT_DIM,
+                         precision: str = "fp32") -> dict:
+    """One G update with D frozen: L_G = BCE(D(G(z)), 1) on fresh noise."""
+    set_requires_grad(D, False)
+    set_requires_grad(G, True)
+    real_labels, _ = real_fake_labels(n, device)
+    with autocast(device, precision):
+        d_fake = D(G(noise(n, latent_dim, device)))
+    g_loss = g_loss_fn(criterion, d_fake, real_labels)
+    opt_G.zero_grad(set_to_none=True)
+    g_loss.backward()
+    opt_G.step()
+    return {"g_loss": g_loss.detach(), "d_fake_g": d_fake.detach().float().mean()}
+
+
+def train_step(G, D, opt_G, opt_D, criterion, real, latent_dim: int = LATENT_DIM, precision: str = "fp32") -> dict:
+    """A D step then a G step on a batch of real images; returns the losses and D outputs."""
+    out = train_discriminator_step(G, D, opt_D, criterion, real, latent_dim, precision)
+    out.update(train_generator_step(G, D, opt_G, criterion, real.shape[0], real.device, latent_dim, precision))
+    return out
+
+
+def train_epoch(G, D, opt_G, opt_D, criterion, loader, latent_dim: int = LATENT_DIM, precision: str = "fp32",
+                on_step=None, schedulers=(), desc: str = "") -> dict:
+    """One pass over ``loader``; ``on_step(dict)`` sees every step's numbers (floats), the LR
+    schedulers (if any) step once per iteration. Returns the epoch means."""
+    G.train()
+    D.train()
+    sums: dict[str, float] = {}
+    count = 0
+    bar = progress(loader, desc=desc)
+    for batch in bar:
+        real = batch[0]
+        step = {k: v.item() for k, v in train_step(G, D, opt_G, opt_D, criterion, real, latent_dim, precision).items()}
+        step["lr"] = opt_G.param_groups[0]["lr"]
+        for s in schedulers:
+            s.step()
+        if on_step is not None:
+            on_step(step)
+        for k, v in step.items():
+            sums[k] = sums.get(k, 0.0) + v
+        count += 1
+    set_requires_grad(G, True)
+    set_requires_grad(D, True)
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def sample(G: nn.Module, z: torch.Tensor, batch: int = 2000) -> torch.Tensor:
+    """G(z) in eval mode, without gradients; (N, 784) in [-1, 1] on the CPU."""
+    was_training = G.training
+    G.eval()
+    out = torch.cat([G(z[i:i + batch]).float().cpu() for i in range(0, len(z), batch)])
+    G.train(was_training)
+    return out
+
+
+def fixed_noise(n: int, latent_dim: int = LATENT_DIM, seed: int = 1234, device="cpu") -> torch.Tensor:
+    """The same noise every time (seeded), made once per run for sample grids."""
+    return noise(n, latent_dim, device, torch.Generator().manual_seed(seed))
+
+
+# --------------------------------------------------------------------------------------------
+# Data and whole trainings (Part II)
+
+
+def load_mnist(cfg, device, split: str = "train") -> tuple[torch.Tensor, torch.Tensor, str]:
+    """MNIST as flat (N, 784) floats in [-1, 1] on ``device``, labels, and the data source."""
+    s = D.load_split("mnist", split, root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
+    return D.images(s, "tanh", device=device).view(len(s), -1), s.y.to(device), s.source
+
+
+def make_loader(x: torch.Tensor, batch_size: int, seed: int) -> D.TensorLoader:
+    return D.TensorLoader(x, batch_size=batch_size, shuffle=True, seed=seed)
+
+
+def evaluate(G, evaluator, z_eval: torch.Tensor) -> dict:
+    """Judge metrics of G(z_eval): Frechet distance (and floor), confidence, class entropy."""
+    rep = evaluator.report(sample(G, z_eval), value_range=(-1, 1))
+    return {k: rep[k] for k in ("frechet_distance", "frechet_floor_train_vs_test", "judge_confidence",
+                                "class_entropy", "class_histogram")}
+
+
+def fit(cfg, run: Run, x: torch.Tensor, device, precision: str = "fp32", evaluator=None, z_eval=None,
+        eval_every: int = 1, eval_steps=(), snapshot_every: int = 0, z_fixed=None, schedule=None,
+        label: str = "") -> dict:
+    """Train G and D for ``cfg.epochs`` on ``x`` with checkpoints in ``run.dir`` (``--resume``).
+
+    ``evaluator`` measures G every ``eval_every`` epochs and after each update count in
+    ``eval_steps``; ``snapshot_every`` > 0 keeps ``snapshot_epochNNN.pt`` and the fixed-noise
+    samples at those epochs; ``schedule(opt, steps_per_epoch, epochs)`` builds an LR scheduler
+    for each optimizer. Returns the models, histories and evaluations.
+    """
+    torch.manual_seed(cfg.seed)
+    G, Dn = Generator(cfg.latent_dim).to(device), Discriminator(cfg.dropout).to(device)
+    opt_G, opt_D = make_optimizers(G, Dn, cfg.lr, cfg.beta1)
+    criterion = nn.BCELoss()
+    loader = make_loader(x, cfg.batch_size, cfg.seed)
+    scheds = [schedule(o, len(loader), cfg.epochs) for o in (opt_G, opt_D)] if schedule else []
+    evals: list[dict] = []
+    snapshots: dict[int, torch.Tensor] = {}
+    objects = {"G": G, "D": Dn, "opt_G": opt_G, "opt_D": opt_D, "loader": loader,
+               **{f"sched_{i}": s for i, s in enumerate(scheds)}}
+    start = run.resume(objects) if cfg.resume else 0
+    if start and (run.dir / "evals.pt").exists():
+        saved = torch.load(run.dir / "evals.pt", weights_only=False)
+        evals, snapshots = saved["evals"], saved["snapshots"]
+    pending = sorted(s for s in eval_steps if s > run.step)
+
+    def measure(epoch_float: float) -> None:
+        if evaluator is not None:
+            evals.append({"epoch": round(epoch_float, 3), "step": run.step, **evaluate(G, evaluator, z_eval)})
+
+    def on_step(step: dict) -> None:
+        run.step += 1
+        run.history.log_step(step=run.step, **step)
+        run.guard(epoch, d_loss=step["d_loss"], g_loss=step["g_loss"])
+        while pending and run.step >= pending[0]:
+            pending.pop(0)
+            measure(run.step / len(loader))
+
+    if start == 0 and evaluator is not None and eval_every:
+        measure(0.0)
+    for epoch in range(start, cfg.epochs):
+        t0 = time.time()
+        means = train_epoch(G, Dn, opt_G, opt_D, criterion, loader, cfg.latent_dim, precision, on_step, scheds,
+                            desc=f"{label} epoch {epoch + 1}/{cfg.epochs}")
+        seconds = time.time() - t0
+        e = epoch + 1
+        if evaluator is not None and eval_every and (e % eval_every == 0 or e == cfg.epochs):
+            if not evals or evals[-1]["step"] != run.step:
+                measure(float(e))
+        if snapshot_every and (e % snapshot_every == 0 or e == cfg.epochs) and z_fixed is not None:
+            snapshots[e] = sample(G, z_fixed)
+            torch.save({"G": G.state_dict(), "D": Dn.state_dict(), "epoch": e, "step": run.step},
+                       run.dir / f"snapshot_epoch{e:03d}.pt")
+        run.history.log_epoch(epoch=e, step=run.step, seconds=round(seconds, 2), **means)
+        print(f"[{label or 'gan'}] epoch {e}/{cfg.epochs}: d_loss {means.get('d_loss', math.nan):.3f} "
+              f"g_loss {means.get('g_loss', math.nan):.3f} D(x) {means.get('d_real', math.nan):.2f} "
+              f"D(G(z)) {means.get('d_fake', math.nan):.2f} ({seconds:.1f} s)"
+              + (f" FD {evals[-1]['frechet_distance']:.1f}" if evals else ""), flush=True)
+        torch.save({"evals": evals, "snapshots": snapshots}, run.dir / "evals.pt")
+        run.checkpoint(e, objects)
+    return {"G": G, "D": Dn, "history": run.history, "evals": evals, "snapshots": snapshots,
+            "steps_per_epoch": len(loader)}
