@@ -1,0 +1,507 @@
+"""CSC 8851 HW2: class-conditional WGAN-GP on MNIST 32x32 with a projection critic and an EMA generator.
+
+Module and script. ``python wgan_gp.py`` trains with the handout's full recipe (Part 2) and writes
+every figure of Parts 2-4 plus a measured quality table; the notebook
+``CSC8851_F2025_HW2_YourName.ipynb`` imports the same functions.
+
+Spec: ``shared/handouts/csc8851_hw2.md``. Papers: Gulrajani et al., "Improved Training of
+Wasserstein GANs" (2017, gradient penalty); Miyato & Koyama, "cGANs with Projection
+Discriminator" (2018); Karras et al. / Yazici et al. for generator weight averaging (EMA).
+
+Data: MNIST 28x28 is *padded* with a 2-pixel background border to 32x32 (torchvision's
+``Pad(2)``), not resized: digits keep their size and stroke width, no interpolation blur, and the
+judge that measures quality sees the exact 28x28 centre back. ``--resize`` switches to bilinear.
+"""
+from __future__ import annotations
+
+import math
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from common import data as D
+from common.cli import BaseConfig, parse_config, run_main
+from common.metrics import Evaluator
+from common.paths import run_dir
+from common.plotting import plot_bars, plot_panels, save_grid
+from common.tables import write_table
+from common.training import (Run, autocast, ema_update, get_device, gradient_penalty, make_ema, progress,
+                             resolve_precision, seed_everything)
+
+COURSE, PART = "csc8851_hw2", "wgan_gp"
+PSIS = (3.0, 2.5, 2.0, 1.5, 1.0, 0.8, 0.6, 0.4, 0.2, 0.1)
+NUM_CLASSES = 10
+
+
+@dataclass
+class Config(BaseConfig):
+    """The handout's recipe (Part 2): Adam 2e-4, betas (0.0, 0.9), lambda_gp 10, n_critic 3, batch 128."""
+
+    epochs: int = field(default=15, metadata={"help": "training epochs (handout: 10-20)"})
+    batch_size: int = 128
+    lr: float = 2e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+    lambda_gp: float = field(default=10.0, metadata={"help": "gradient-penalty weight in eq. (1)"})
+    n_critic: int = field(default=3, metadata={"help": "critic updates per generator update (handout: 2-3)"})
+    z_dim: int = 64
+    embed_dim: int = 32
+    proj_dim: int = 128
+    ema_decay: float = field(default=0.999, metadata={"help": "tau of the generator EMA"})
+    resize: bool = field(default=False, metadata={"help": "bilinear-resize 28->32 instead of padding"})
+    grid_cols: int = field(default=10, metadata={"help": "N of the final 10 x N class grid"})
+    interp_steps: int = field(default=10, metadata={"help": "K of the 10 x K interpolation panel"})
+    slerp: bool = field(default=False, metadata={"help": "spherical instead of linear interpolation"})
+    n_eval: int = field(default=10000, metadata={"help": "samples for the G vs G_ema quality table"})
+    n_eval_psi: int = field(default=2000, metadata={"help": "samples per psi for the truncation trade-off"})
+    n_eval_epoch: int = field(default=1000, metadata={"help": "G_ema samples judged after each epoch (0: off)"})
+    name: str = field(default="default", metadata={"help": "run folder name under outputs/csc8851_hw2/wgan_gp/"})
+
+    QUICK: typing.ClassVar[dict] = {"epochs": 2, "batch_size": 64, "n_eval": 500, "n_eval_psi": 200,
+                                    "n_eval_epoch": 200}
+
+
+# --------------------------------------------------------------------------------------------
+# Part 1: models
+
+
+def _up_block(cin: int, cout: int) -> nn.Sequential:
+    """Upsample x2 (nearest) -> Conv 3x3 s1 p1 -> BN -> ReLU."""
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class Generator(nn.Module):
+    """G(z, y): [z (64) ; e_g(y) (32)] -> FC 4x4x128 -> 3 x (up, conv, BN, ReLU) 128->64->32->16
+    -> Conv 16->1 -> Tanh, a (B, 1, 32, 32) image in [-1, 1]."""
+
+    def __init__(self, z_dim: int = 64, embed_dim: int = 32, num_classes: int = NUM_CLASSES, base: int = 128):
+        super().__init__()
+        self.z_dim, self.base = z_dim, base
+        self.embed = nn.Embedding(num_classes, embed_dim)
+        self.fc = nn.Linear(z_dim + embed_dim, 4 * 4 * base)
+        self.blocks = nn.Sequential(_up_block(base, 64), _up_block(64, 32), _up_block(32, 16))
+        self.to_image = nn.Sequential(nn.Conv2d(16, 1, 3, 1, 1), nn.Tanh())
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.fc(torch.cat([z, self.embed(y)], dim=1)).view(-1, self.base, 4, 4)
+        return self.to_image(self.blocks(h))
+
+
+class Critic(nn.Module):
+    """Projection critic D(x, y) = w^T f(x) + <f(x), e(y)>, f(x) = sum_{u,v} h(x)[:, :, u, v].
+
+    Trunk: 3 x (Conv 4x4 s2 p1 -> LeakyReLU(0.2)) 1->32->64->128, 32->16->8->4. No normalization
+    layers and no sigmoid: raw scores of shape (B,), as WGAN-GP needs."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES, proj_dim: int = 128):
+        super().__init__()
+        self.trunk = nn.Sequential(
+            nn.Conv2d(1, 32, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(32, 64, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(64, proj_dim, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True))
+        self.linear = nn.Linear(proj_dim, 1, bias=False)  # w
+        self.embed = nn.Embedding(num_classes, proj_dim)  # e(y)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, a=0.2, nonlinearity="leaky_relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        # e(y) acts as a class-specific linear head next to w, so it gets w's Kaiming scale
+        # (PyTorch's default N(0, 1) would make the projection term ~11x the w term at init).
+        nn.init.kaiming_normal_(self.embed.weight, a=0.2, nonlinearity="leaky_relu", mode="fan_in")
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x).sum(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        return self.linear(f).squeeze(1) + (f * self.embed(y)).sum(dim=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Part 1: losses (eq. 1 and 2 of the handout)
+
+
+def critic_gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """GP = E[(||grad_xhat D(xhat, y)||_2 - 1)^2], xhat = eps x + (1 - eps) G(z, y), eps ~ U(0, 1) per sample.
+
+    ``common.training.gradient_penalty``: per-sample gradients of sum_i D(xhat_i, y_i) (the
+    handout's pseudocode differentiates the *mean*, which would shrink every norm by 1/B),
+    ``create_graph=True`` so the penalty trains the critic."""
+    return gradient_penalty(critic, real, fake, y)
+
+
+def critic_loss(d_real: torch.Tensor, d_fake: torch.Tensor, gp: torch.Tensor, lambda_gp: float = 10.0) -> torch.Tensor:
+    """Eq. (1): L_C = -(E[D(x, y)] - E[D(G(z, y), y)]) + lambda_gp * GP."""
+    return -(d_real.mean() - d_fake.mean()) + lambda_gp * gp
+
+
+def generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """Eq. (2): L_G = -E[D(G(z, y), y)]."""
+    return -d_fake.mean()
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling helpers
+
+
+class evaluating:
+    """``with evaluating(G):`` eval mode and no grad inside, the previous mode restored after."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.model.eval()
+        self._ng = torch.no_grad()
+        self._ng.__enter__()
+        return self.model
+
+    def __exit__(self, *exc):
+        self._ng.__exit__(*exc)
+        self.model.train(self.was_training)
+
+
+def generate(G: Generator, z: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    """G(z, y) in eval mode, in batches, as float32 on the CPU."""
+    device = next(G.parameters()).device
+    with evaluating(G):
+        return torch.cat([G(z[i:i + batch].to(device), y[i:i + batch].to(device)).float().cpu()
+                          for i in range(0, len(z), batch)])
+
+
+def class_labels(n_per_class: int) -> torch.Tensor:
+    """0,...,0, 1,...,1, ..., 9,...,9: a 10 x n grid with a row per class."""
+    return torch.arange(NUM_CLASSES).repeat_interleave(n_per_class)
+
+
+def noise(n: int, z_dim: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def lerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(1 - t) z0 + t z1."""
+    return (1 - t) * z0 + t * z1
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """sin((1-t) w)/sin(w) z0 + sin(t w)/sin(w) z1, w the angle between z0 and z1 (lerp if parallel)."""
+    cos = (z0 * z1).sum(-1, keepdim=True) / (z0.norm(dim=-1, keepdim=True) * z1.norm(dim=-1, keepdim=True))
+    w = torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
+    s = torch.sin(w)
+    out = (torch.sin((1 - t) * w) * z0 + torch.sin(t * w) * z1) / s
+    return torch.where(s.abs() < 1e-6, lerp(z0, z1, t), out)
+
+
+# --------------------------------------------------------------------------------------------
+# Part 2: training
+
+
+class EpochSamples:
+    """G_ema's images from the fixed latents after every epoch (kept in the checkpoint for resume)."""
+
+    def __init__(self):
+        self.rows: list[torch.Tensor] = []
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state["rows"])
+
+
+@dataclass
+class Result:
+    """What ``train`` returns: the models, the run (folder, history) and what was measured."""
+
+    G: Generator
+    G_ema: Generator
+    D: Critic
+    run: Run
+    cfg: Config
+    device: torch.device
+    precision: str
+    evaluator: Evaluator | None
+    epoch_samples: EpochSamples
+    seconds: float = 0.0
+    data_source: str = ""
+
+
+def build(cfg: Config, device: torch.device) -> tuple[Generator, Generator, Critic]:
+    """G, its frozen EMA copy (deepcopy, requires_grad=False) and D, on ``device``."""
+    G = Generator(cfg.z_dim, cfg.embed_dim).to(device)
+    D_ = Critic(proj_dim=cfg.proj_dim).to(device)
+    return G, make_ema(G), D_
+
+
+def load_data(cfg: Config, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """MNIST train split as (N, 1, 32, 32) floats in [-1, 1] on ``device`` (padded, or resized)."""
+    split = D.load_split("mnist", "train", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
+    return D.images(split, "tanh", size=32, resize=cfg.resize, device=device), split.y.to(device), split.source
+
+
+def fixed_latents(cfg: Config, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latents and labels of every per-epoch grid: one z per column, shared by all ten rows."""
+    z = noise(cfg.grid_cols, cfg.z_dim, cfg.seed + 1).repeat(NUM_CLASSES, 1)
+    return z.to(device), class_labels(cfg.grid_cols).to(device)
+
+
+def train(cfg: Config, out_dir=None, log=print) -> Result:
+    """Train G and D with eq. (1)-(2), n_critic critic steps per generator step, EMA after each G step.
+
+    Each epoch writes ``samples_epoch_XX.png`` (G_ema, fixed latents), the checkpoint and history;
+    with ``n_eval_epoch`` > 0 the judge scores G_ema's samples after every epoch."""
+    seed_everything(cfg.seed)
+    device = get_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device, conv_model=True)
+    folder = run_dir(COURSE, PART, cfg.name, out_dir or cfg.out_dir)
+    x_all, y_all, source = load_data(cfg, device)
+    run = Run(folder, {**cfg.to_dict(), "resolved_precision": precision, "device": str(device),
+                       "data_source": source, "n_train": len(x_all),
+                       "preprocessing": "bilinear resize 28->32" if cfg.resize else "pad 28->32 with background (-1)"})
+    G, G_ema, Dc = build(cfg, device)
+    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    opt_D = torch.optim.Adam(Dc.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    loader = D.TensorLoader(x_all, y_all, batch_size=cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed)
+    epoch_samples = EpochSamples()
+    objects = {"G": G, "G_ema": G_ema, "D": Dc, "opt_G": opt_G, "opt_D": opt_D, "loader": loader,
+               "epoch_samples": epoch_samples}
+    start = run.resume(objects) if cfg.resume else 0
+    evaluator = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root) if cfg.n_eval_epoch else None
+    z_fixed, y_fixed = fixed_latents(cfg, device)
+    z_eval = noise(cfg.n_eval_epoch, cfg.z_dim, cfg.seed + 2)
+    y_eval = torch.arange(cfg.n_eval_epoch) % NUM_CLASSES
+    log(f"[wgan-gp] {len(x_all)} {source} MNIST images, {len(loader)} batches/epoch, precision {precision}, "
+        f"device {device}, run folder {folder}")
+    t_start = time.time()
+    for epoch in range(start, cfg.epochs):
+        t0 = time.time()
+        G.train()
+        Dc.train()
+        acc = {"d_real": 0.0, "d_fake": 0.0, "gp": 0.0, "loss_C": 0.0}
+        n_acc = 0
+        bar = progress(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=len(loader))
+        for i, (x, y) in enumerate(bar):
+            # ---- critic step: eq. (1)
+            z = torch.randn(len(x), cfg.z_dim, device=device)
+            with torch.no_grad(), autocast(device, precision):
+                fake = G(z, y)
+            with autocast(device, precision):
+                d_real, d_fake = Dc(x, y).float(), Dc(fake, y).float()
+                gp = critic_gradient_penalty(Dc, x, fake.float(), y)
+                loss_C = critic_loss(d_real, d_fake, gp.float(), cfg.lambda_gp)
+            opt_D.zero_grad(set_to_none=True)
+            loss_C.backward()
+            opt_D.step()
+            for k, v in (("d_real", d_real.mean()), ("d_fake", d_fake.mean()), ("gp", gp), ("loss_C", loss_C)):
+                acc[k] += v.item()
+            n_acc += 1
+            if (i + 1) % cfg.n_critic:
+                continue
+            # ---- generator step: eq. (2), then the EMA update
+            z = torch.randn(len(x), cfg.z_dim, device=device)
+            with autocast(device, precision):
+                loss_G = generator_loss(Dc(G(z, y), y).float())
+            opt_G.zero_grad(set_to_none=True)
+            loss_G.backward()
+            opt_G.step()
+            ema_update(G, G_ema, cfg.ema_decay)
+            run.step += 1
+            row = {k: v / n_acc for k, v in acc.items()}
+            acc, n_acc = dict.fromkeys(acc, 0.0), 0
+            run.guard(epoch, loss_C=row["loss_C"], loss_G=loss_G.item())
+            run.history.log_step(iteration=run.step, epoch=epoch + 1, **row, loss_G=loss_G.item(),
+                                 wasserstein=row["d_real"] - row["d_fake"])
+            bar.set_postfix(L_C=f"{row['loss_C']:.2f}", L_G=f"{loss_G.item():.2f}")
+        seconds = time.time() - t0
+        epoch_samples.rows.append(generate(G_ema, z_fixed, y_fixed))
+        save_grid(epoch_samples.rows[-1], run.path(f"samples_epoch_{epoch + 1:02d}.png"), nrow=cfg.grid_cols,
+                  title=f"G_ema samples after epoch {epoch + 1} (fixed z, rows = labels)",
+                  row_labels=[str(c) for c in range(NUM_CLASSES)], ylabel="label y")
+        stats = {"epoch": epoch + 1, "seconds": round(seconds, 2), "iterations": run.step}
+        last = run.history.steps[-1] if run.history.steps else {}
+        stats.update({k: last[k] for k in ("loss_C", "loss_G", "gp", "wasserstein") if k in last})
+        if evaluator is not None:
+            rep = evaluator.report(generate(G_ema, z_eval, y_eval), y_eval, resized=cfg.resize)
+            stats.update(ema_class_accuracy=rep["class_accuracy"], ema_frechet=rep["frechet_distance"])
+        run.history.log_epoch(**stats)
+        run.checkpoint(epoch + 1, objects)
+        log(f"[wgan-gp] epoch {epoch + 1}/{cfg.epochs}: {seconds:.1f}s, "
+            + ", ".join(f"{k} {v:.4g}" for k, v in stats.items() if isinstance(v, float) and k != "seconds"))
+    return Result(G, G_ema, Dc, run, cfg, device, precision, evaluator, epoch_samples,
+                  seconds=time.time() - t_start, data_source=source)
+
+
+# --------------------------------------------------------------------------------------------
+# Figures (Part 2: curves and per-epoch samples; Part 3: class grid; Part 4: interpolation, truncation)
+
+
+def plot_training_curves(history, path, window: int = 25) -> Path:
+    """Fig. 1: E[D(x,y)], E[D(G(z,y),y)], GP, L_C and L_G per generator iteration (smoothed)."""
+    s = {k: history.series(k) for k in ("d_real", "d_fake", "gp", "loss_C", "loss_G", "wasserstein")}
+    window = max(1, min(window, len(s["loss_G"]) // 5))
+    panels = {
+        "critic scores": {"E[D(x, y)] (real)": s["d_real"], "E[D(G(z, y), y)] (fake)": s["d_fake"]},
+        "gradient penalty": {"GP = E[(||grad D(x_hat, y)|| - 1)^2]": s["gp"]},
+        "critic loss": {"L_C (eq. 1)": s["loss_C"], "E[D(x,y)] - E[D(G(z,y),y)]": s["wasserstein"]},
+        "generator loss": {"L_G (eq. 2)": s["loss_G"]},
+    }
+    return plot_panels(panels, path, title=f"WGAN-GP training curves (moving average over {window} iterations)",
+                       xlabel="generator iteration", window=window, ncols=2,
+                       ylabels={"critic scores": "critic score", "gradient penalty": "GP",
+                                "critic loss": "L_C", "generator loss": "L_G"})
+
+
+def plot_epoch_rows(rows: list[torch.Tensor], path, cols: int) -> Path:
+    """One row per epoch: G_ema's image of each label (the first fixed z), from the same latents."""
+    picks = torch.cat([r.view(NUM_CLASSES, cols, *r.shape[1:])[:, 0] for r in rows])
+    return save_grid(picks, path, nrow=NUM_CLASSES, title="G_ema samples from the same z after each epoch",
+                     row_labels=[f"epoch {e + 1}" for e in range(len(rows))],
+                     col_labels=[str(c) for c in range(NUM_CLASSES)], xlabel="label y")
+
+
+def class_grid(G: Generator, path, n: int, z_dim: int, seed: int, title: str) -> Path:
+    """Fig. 2: a 10 x N grid, row c = G(z_j, c) for N random z_j."""
+    z = noise(NUM_CLASSES * n, z_dim, seed)
+    imgs = generate(G, z, class_labels(n))
+    return save_grid(imgs, path, nrow=n, title=title, row_labels=[str(c) for c in range(NUM_CLASSES)],
+                     ylabel="label y")
+
+
+def interpolation_grid(G: Generator, path, k: int, z_dim: int, seed: int, spherical: bool = False) -> Path:
+    """Fig. 3: for each class c, G(z_t, c) along z_t from z_0 to z_1 (two random endpoints), K steps."""
+    g = torch.Generator().manual_seed(seed)
+    z0, z1 = torch.randn(NUM_CLASSES, 1, z_dim, generator=g), torch.randn(NUM_CLASSES, 1, z_dim, generator=g)
+    t = torch.linspace(0, 1, k).view(1, k, 1)
+    z = (slerp if spherical else lerp)(z0, z1, t).reshape(-1, z_dim)
+    imgs = generate(G, z, class_labels(k))
+    how = "spherical (slerp)" if spherical else "linear"
+    return save_grid(imgs, path, nrow=k, title=f"G_ema latent interpolation, {how}, per class",
+                     row_labels=[str(c) for c in range(NUM_CLASSES)], col_labels=[f"{v:.2f}" for v in t.flatten()],
+                     ylabel="label y", xlabel="t (z = z_0 -> z_1)")
+
+
+def truncation_grid(G: Generator, path, z_dim: int, seed: int, psis=PSIS) -> Path:
+    """Fig. 4: row c, column psi: G(psi z_c, c), one z per class shared across psi."""
+    z = noise(NUM_CLASSES, z_dim, seed)
+    zs = torch.cat([psi * z[c:c + 1] for c in range(NUM_CLASSES) for psi in psis])
+    imgs = generate(G, zs, class_labels(len(psis)))
+    return save_grid(imgs, path, nrow=len(psis), title="G_ema truncation sweep: z <- psi z",
+                     row_labels=[str(c) for c in range(NUM_CLASSES)], col_labels=[f"{p:g}" for p in psis],
+                     ylabel="label y", xlabel="psi")
+
+
+# --------------------------------------------------------------------------------------------
+# Measured quality
+
+
+QUALITY_COLUMNS = ["generator", "class_accuracy", "frechet_distance", "frechet_floor_train_vs_test",
+                   "judge_confidence", "class_entropy", "n_samples"]
+
+
+def evaluate(res: Result, log=print) -> dict:
+    """Judge class accuracy and Frechet distance of G and G_ema (balanced labels), then per psi."""
+    cfg, run = res.cfg, res.run
+    ev = res.evaluator or Evaluator("mnist", res.device, quick=cfg.quick, data_root=cfg.data_root)
+    res.evaluator = ev
+    models = {"G": res.G, "G_ema": res.G_ema}
+    y = torch.arange(cfg.n_eval) % NUM_CLASSES
+    z = noise(cfg.n_eval, cfg.z_dim, cfg.seed + 3)
+    quality = {name: ev.report(generate(m, z, y), y, resized=cfg.resize) for name, m in models.items()}
+    rows = [{"generator": name, **{k: r[k] for k in QUALITY_COLUMNS[1:]}} for name, r in quality.items()]
+    write_table(rows, run.path("quality_table"), QUALITY_COLUMNS,
+                title=f"Judge class accuracy and Frechet distance ({cfg.n_eval} samples, balanced labels)")
+    plot_bars({str(c): quality["G_ema"]["class_accuracy_per_class"][c] for c in range(NUM_CLASSES)},
+              run.path("class_accuracy_per_class.png"), title="G_ema: judge accuracy per requested label",
+              ylabel="share classified as y", xlabel="label y")
+    y = torch.arange(cfg.n_eval_psi) % NUM_CLASSES
+    z = noise(cfg.n_eval_psi, cfg.z_dim, cfg.seed + 4)
+    trunc, trows = {}, []
+    for name, m in models.items():
+        trunc[name] = {}
+        for psi in PSIS:
+            r = ev.report(generate(m, psi * z, y), y, resized=cfg.resize)
+            trunc[name][f"{psi:g}"] = {k: r[k] for k in ("class_accuracy", "frechet_distance", "judge_confidence",
+                                                         "class_entropy")}
+            trows.append({"generator": name, "psi": psi, **trunc[name][f"{psi:g}"]})
+    write_table(trows, run.path("truncation_table"), title=f"Truncation trade-off ({cfg.n_eval_psi} samples per psi)")
+    series = lambda key: {n: ([float(p) for p in PSIS], [trunc[n][f"{p:g}"][key] for p in PSIS]) for n in models}  # noqa: E731
+    floor = quality["G"]["frechet_floor_train_vs_test"]
+    fd = series("frechet_distance")
+    fd["real floor (train vs test)"] = ([float(p) for p in PSIS], [floor] * len(PSIS))
+    plot_panels({"Frechet distance (judge features)": fd, "judge class accuracy": series("class_accuracy")},
+                run.path("truncation_tradeoff.png"), title="Truncation trade-off: quality vs psi",
+                xlabel="psi (z <- psi z)", ylabels={"Frechet distance (judge features)": "Frechet distance (lower is better)",
+                                                    "judge class accuracy": "class accuracy"},
+                logy=["Frechet distance (judge features)"])
+    metrics = {"quality": quality, "truncation": trunc, "judge": ev.judge_info}
+    log("[wgan-gp] quality: " + "; ".join(f"{n} class acc {q['class_accuracy']:.4f}, FD {q['frechet_distance']:.3g} "
+                                          f"(floor {q['frechet_floor_train_vs_test']:.3g})" for n, q in quality.items()))
+    return metrics
+
+
+def figures(res: Result) -> dict[str, Path]:
+    """Every figure of Parts 2-4 into the run folder; returns their paths by name."""
+    cfg, run = res.cfg, res.run
+    paths = {
+        "training_curves": plot_training_curves(run.history, run.path("training_curves.png")),
+        "samples_per_epoch": plot_epoch_rows(res.epoch_samples.rows, run.path("samples_per_epoch.png"), cfg.grid_cols),
+        "class_grid_ema": class_grid(res.G_ema, run.path("class_grid_ema.png"), cfg.grid_cols, cfg.z_dim, cfg.seed + 5,
+                                     "G_ema: conditional samples, rows = labels 0-9"),
+        "class_grid_G": class_grid(res.G, run.path("class_grid_G.png"), cfg.grid_cols, cfg.z_dim, cfg.seed + 5,
+                                   "G (no EMA), same z: conditional samples, rows = labels 0-9"),
+        "interpolations": interpolation_grid(res.G_ema, run.path("interpolations.png"), cfg.interp_steps, cfg.z_dim,
+                                             cfg.seed + 6, spherical=cfg.slerp),
+        "truncation_sweep": truncation_grid(res.G_ema, run.path("truncation_sweep.png"), cfg.z_dim, cfg.seed + 7),
+    }
+    if res.run.history.epochs and "ema_class_accuracy" in res.run.history.epochs[0]:
+        ep = res.run.history.series("epoch", "epoch")
+        paths["quality_per_epoch"] = plot_panels(
+            {"judge class accuracy": {"G_ema": (ep, res.run.history.series("ema_class_accuracy", "epoch"))},
+             "Frechet distance": {"G_ema": (ep, res.run.history.series("ema_frechet", "epoch"))}},
+            run.path("quality_per_epoch.png"), title=f"G_ema quality after each epoch ({cfg.n_eval_epoch} samples)",
+            xlabel="epoch", ylabels={"judge class accuracy": "class accuracy", "Frechet distance": "Frechet distance"})
+    return paths
+
+
+FIGURES = ("training_curves.png", "samples_per_epoch.png", "class_grid_ema.png", "class_grid_G.png",
+           "interpolations.png", "truncation_sweep.png", "truncation_tradeoff.png", "class_accuracy_per_class.png",
+           "quality_per_epoch.png")
+
+
+def finish(res: Result, log=print) -> dict:
+    """Figures, quality evaluation and ``metrics.json`` for a trained run."""
+    paths = figures(res)
+    metrics = evaluate(res, log)
+    epochs = res.run.history.epochs
+    metrics.update({
+        "precision": res.precision, "device": str(res.device), "data_source": res.data_source,
+        "epochs": res.cfg.epochs, "iterations": res.run.step,
+        "train_seconds": round(res.seconds, 1),
+        "seconds_per_epoch": round(sum(e["seconds"] for e in epochs) / max(1, len(epochs)), 2),
+        "final": {k: epochs[-1][k] for k in ("loss_C", "loss_G", "gp", "wasserstein") if epochs and k in epochs[-1]},
+        "figures": sorted(p.name for p in res.run.dir.glob("*.png")),
+    })
+    res.run.write_metrics(metrics)
+    log(f"[wgan-gp] wrote {len(metrics['figures'])} figures, tables and metrics.json to {res.run.dir}")
+    return {**metrics, "paths": paths}
+
+
+def main(argv=None) -> dict:
+    cfg = parse_config(Config, argv, description=__doc__.splitlines()[0])
+    res = train(cfg)
+    return finish(res)
+
+
+if __name__ == "__main__":
+    run_main(main)
