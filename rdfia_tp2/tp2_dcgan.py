@@ -104,7 +104,13 @@ def setup_device(cfg):
 def load_data(cfg, device):
     split = D.load_split(cfg.dataset, "train", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
     x = D.images(split, "tanh", size=32, device=device)  # Pad(2) + Normalize((0.5,), (0.5,))
-    return split, x, split.y.to(device)
+    return split, x.contiguous(memory_format=torch.channels_last), split.y.to(device)
+
+
+def channels_last(*models):
+    """NHWC weights and activations: oneDNN's fast layout for bf16 convolutions on the CPU
+    (the training step is ~15% faster; see bench_dcgan.py)."""
+    return [m.to(memory_format=torch.channels_last) for m in models]
 
 
 class Keep(dict):
@@ -214,6 +220,7 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
     if cfg.init == "course":
         G.apply(weights_init)
         Dn.apply(weights_init)
+    G, Dn = channels_last(G, Dn)
     opt_G, opt_D, (sched_G, sched_D) = make_optimizers(cfg, G, Dn)
     loader = D.TensorLoader(x, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
     g_loss_fn = GENERATOR_LOSSES[cfg.g_loss]

@@ -1,0 +1,172 @@
+"""RDFIA TP2-de, part 2: conditional DCGAN on MNIST (questions 6-9 of the handout).
+
+``ConditionalGenerator`` / ``ConditionalDiscriminator`` (``tp2_models.py``) take the one-hot
+label y beside z or x, after Mirza & Osindero, "Conditional Generative Adversarial Nets"
+(arXiv:1411.1784). Training is the DCGAN loop of ``tp2_dcgan.py`` with y given to both players:
+real images with their labels, fakes with labels drawn uniformly. The closing test of the
+practical draws one z per column and repeats it for every class row (``z.repeat(n_classes, 1)``),
+so each column shares z ("style") and each row shares y ("content").
+
+Writes ``outputs/rdfia_tp2/cgan/default/``: loss curves, samples over training, the 10x10
+conditional grid, the judge's class accuracy per row (bars and ``metrics.json``), and a table
+comparing quality (Frechet distance, class entropy) with the unconditional run of
+``tp2_dcgan.py`` (``outputs/rdfia_tp2/dcgan/default``, or ``--dcgan-run``).
+"""
+from __future__ import annotations
+
+import json
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from common import data as D
+from common.cli import BaseConfig, parse_config, run_main
+from common.metrics import Evaluator
+from common.paths import run_dir
+from common.plotting import plot_bars, save_grid
+from common.tables import write_table
+from common.training import Run, progress, seed_everything
+from tp2_dcgan import (COURSE, GENERATOR_LOSSES, Keep, channels_last, choose_precision, gan_step, generate, load_data,
+                       make_optimizers, plot_training, setup_device)
+from tp2_models import (ConditionalDiscriminator, ConditionalGenerator, conditional_grid_inputs, sample_z,
+                        weights_init)
+
+PART = "cgan"
+
+
+@dataclass
+class CGANConfig(BaseConfig):
+    epochs: int = 20
+    lr: float = 2e-4
+    batch_size: int = 128
+    beta1: float = field(default=0.5, metadata={"help": "Adam beta1"})
+    nz: int = field(default=100, metadata={"help": "latent size"})
+    g_loss: str = field(default="nonsaturating", metadata={"choices": list(GENERATOR_LOSSES)})
+    lr_decay_epochs: typing.List[int] = field(default_factory=lambda: [11, 16], metadata={
+        "help": "1-based epochs from which the lr is divided by 10 (the course's older schedule)"})
+    n_eval: int = field(default=10000, metadata={"help": "samples (n_eval / 10 per class) for the final metrics"})
+    dcgan_run: typing.Optional[str] = field(default=None, metadata={
+        "help": "unconditional run folder to compare with (default: outputs/rdfia_tp2/dcgan/default)"})
+    threads: int = field(default=0, metadata={
+        "help": "torch CPU threads (0: torch's default); 1 is much faster on an oversubscribed shared CPU"})
+    dataset: typing.ClassVar[str] = "mnist"
+
+    QUICK: typing.ClassVar[dict] = {"epochs": 2, "batch_size": 32, "n_eval": 500}
+
+
+def compare_with_unconditional(cfg, metrics: dict, folder: Path) -> Path:
+    """Table: the conditional model beside the unconditional DCGAN run (read from its metrics.json)."""
+    dc_dir = Path(cfg.dcgan_run) if cfg.dcgan_run else run_dir(COURSE, "dcgan", "default")
+    keys = ["frechet_distance", "frechet_floor_train_vs_test", "class_entropy", "judge_confidence",
+            "class_accuracy", "epochs", "quick", "mean_seconds_per_epoch", "n_samples"]
+    rows = [{"model": "conditional DCGAN", **{k: metrics.get(k) for k in keys}}]
+    if (dc_dir / "metrics.json").exists():
+        m = json.loads((dc_dir / "metrics.json").read_text())
+        rows.append({"model": "unconditional DCGAN", **{k: m.get(k) for k in keys}, "class_accuracy": "n/a"})
+    else:
+        rows.append({"model": "unconditional DCGAN", "frechet_distance": f"not run yet ({dc_dir})"})
+    return write_table(rows, folder / "comparison_unconditional", columns=["model"] + keys,
+                       title="Conditional vs unconditional DCGAN (judge features, MNIST test)")
+
+
+def main(argv=None) -> dict:
+    cfg = parse_config(CGANConfig, argv, description=__doc__.splitlines()[0])
+    seed_everything(cfg.seed)
+    device = setup_device(cfg)
+    precision = choose_precision(cfg, device)
+    split, x, y = load_data(cfg, device)
+    n_classes = len(split.info.classes)
+    y1h = D.one_hot(y, n_classes)
+    folder = run_dir(COURSE, PART, "default", cfg.out_dir)
+    run = Run(folder, {**cfg.to_dict(), "precision_resolved": precision, "data_source": split.source,
+                       "n_train": len(split)})
+    title = "Conditional DCGAN" + (" (quick)" if cfg.quick else "")
+
+    G = ConditionalGenerator(cfg.nz, n_classes, 1).to(device)
+    Dn = ConditionalDiscriminator(n_classes, 1).to(device)
+    G.apply(weights_init)
+    Dn.apply(weights_init)
+    G, Dn = channels_last(G, Dn)
+    opt_G, opt_D, (sched_G, sched_D) = make_optimizers(cfg, G, Dn)
+    loader = D.TensorLoader(x, y1h, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
+    g_loss_fn = GENERATOR_LOSSES[cfg.g_loss]
+
+    # Progress rows: one fixed z per column and the column's class 0..9 (one digit of each class).
+    noise = sample_z(n_classes, cfg.nz, torch.Generator().manual_seed(1234 + cfg.seed))
+    labels = D.one_hot(torch.arange(n_classes), n_classes)
+    keep = Keep(progress=[generate(G, noise, device, precision, labels)], progress_epochs=[0], epoch_seconds=[])
+    objects = {"G": G, "D": Dn, "opt_G": opt_G, "opt_D": opt_D, "sched_G": sched_G, "sched_D": sched_D,
+               "loader": loader, "keep": keep}
+    start = run.resume(objects) if cfg.resume else 0
+
+    for epoch in range(start, cfg.epochs):
+        G.train()
+        Dn.train()
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        for real, y_real in progress(loader, desc=f"cgan {epoch + 1}/{cfg.epochs}"):
+            b = real.shape[0]
+            z = torch.randn(b, cfg.nz, 1, 1, device=device)
+            y_fake = D.one_hot(torch.randint(0, n_classes, (b,), device=device), n_classes)
+            out = gan_step(G, Dn, opt_G, opt_D, real, z, g_loss_fn, device, precision,
+                           cond_real=(y_real,), cond_fake=(y_fake,))
+            run.step += 1
+            run.guard(epoch, d_loss=out["d_loss"], g_loss=out["g_loss"])
+            vals = {k: float(v) for k, v in out.items()}
+            run.history.log_step(step=run.step, epoch=epoch + 1, **vals)
+            for k, v in vals.items():
+                sums[k] = sums.get(k, 0.0) + v
+        seconds = time.perf_counter() - t0
+        lr = opt_G.param_groups[0]["lr"]
+        sched_G.step()
+        sched_D.step()
+        row = {"epoch": epoch + 1, **{k: v / len(loader) for k, v in sums.items()}, "lr": lr, "seconds": seconds}
+        run.history.log_epoch(**row)
+        keep["epoch_seconds"].append(seconds)
+        keep["progress"].append(generate(G, noise, device, precision, labels))
+        keep["progress_epochs"].append(epoch + 1)
+        print(f"[cgan] epoch {epoch + 1}/{cfg.epochs}: D loss {row['d_loss']:.3f}, G loss {row['g_loss']:.3f}, "
+              f"D(x, y) {row['D_x']:.3f}, D(G(z, y), y) {row['D_G_z']:.3f} ({seconds:.1f} s)")
+        run.checkpoint(epoch + 1, objects)
+
+    plot_training(run, title, keep)
+    # The practical's closing test: rows = classes, columns share z.
+    z, yk = conditional_grid_inputs(cfg.nz, n_classes, 10, torch.Generator().manual_seed(777 + cfg.seed))
+    grid = generate(G, z, device, precision, D.one_hot(yk, n_classes))
+    save_grid(grid, run.path("conditional_grid.png"), nrow=10, title=f"{title}: each row one class y, "
+              "each column one z", row_labels=list(split.info.classes), col_labels=[f"z{j + 1}" for j in range(10)],
+              ylabel="class y", xlabel="latent z (shared down each column)")
+
+    # Judge metrics on n_eval samples, an equal number per class.
+    evaluator = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root)
+    per = cfg.n_eval // n_classes
+    y_eval = torch.arange(n_classes).repeat_interleave(per)
+    z_eval = sample_z(len(y_eval), cfg.nz, torch.Generator().manual_seed(2024 + cfg.seed))
+    samples = generate(G, z_eval, device, precision, D.one_hot(y_eval, n_classes))
+    report = evaluator.report(samples, labels=y_eval)
+    grid_probs = evaluator.probabilities(grid)
+    grid_acc = {c: (grid_probs[yk == c].argmax(1) == c).float().mean().item() for c in range(n_classes)}
+    plot_bars({split.info.classes[c]: v for c, v in report["class_accuracy_per_class"].items()},
+              run.path("class_accuracy.png"), title=f"{title}: judge accuracy per requested class ({per} samples each)",
+              ylabel="share classified as y", xlabel="requested class y")
+
+    last = run.history.epochs[-1] if run.history.epochs else {}
+    metrics = {"model": "conditional DCGAN", "quick": cfg.quick, "data_source": split.source, "nz": cfg.nz,
+               "lr": cfg.lr, "epochs": cfg.epochs, "precision": precision, "steps": run.step,
+               "params_G": sum(p.numel() for p in G.parameters()), "params_D": sum(p.numel() for p in Dn.parameters()),
+               "seconds_per_epoch": keep["epoch_seconds"],
+               "mean_seconds_per_epoch": sum(keep["epoch_seconds"]) / max(1, len(keep["epoch_seconds"])),
+               "final_epoch": {k: last.get(k) for k in ("d_loss", "g_loss", "D_x", "D_G_z")},
+               **report, "grid_class_accuracy_per_row": grid_acc}
+    run.write_metrics(metrics)
+    md = compare_with_unconditional(cfg, metrics, folder)
+    print(f"[cgan] wrote {folder}: FD {report['frechet_distance']:.2f} (floor {report['frechet_floor_train_vs_test']:.2f}), "
+          f"class accuracy {report['class_accuracy']:.3f}; {md.name}")
+    return metrics
+
+
+if __name__ == "__main__":
+    run_main(main)
