@@ -296,3 +296,53 @@ def fit(cfg, run: Run, x: torch.Tensor, device, precision: str = "fp32", evaluat
         run.checkpoint(e, objects)
     return {"G": G, "D": Dn, "history": run.history, "evals": evals, "snapshots": snapshots,
             "steps_per_epoch": len(loader)}
+
+
+# --------------------------------------------------------------------------------------------
+# Stability measures (Part II.2 and II.3)
+
+DIVERGED_D_LOSS = 0.1   # an epoch whose mean D loss is below this: D wins outright
+DIVERGED_G_LOSS = 5.0   # an epoch whose mean G loss is above this: G's loss blew up
+COLLAPSE_DROP = 0.25    # class entropy (nats) falling this much between two evaluations
+COLLAPSE_FLOOR = 1.6    # or staying below this (about five equally used classes) late in training
+
+
+def stability_measures(history, evals: list[dict], last_fraction: float = 0.2) -> dict:
+    """Numbers that say how (un)stable a run was.
+
+    * ``g_loss_std_last``: standard deviation of G's per-step loss over the last
+      ``last_fraction`` of the updates; ``g_loss_epoch_std_last``: the same over per-epoch means
+      (independent of the per-batch noise that a smaller batch has anyway);
+    * ``gap_last``: mean D(x) - D(G(z)) over those updates (0: D cannot tell; 1: D wins outright);
+    * ``divergence_epochs``: epochs with mean D loss < 0.1 or mean G loss > 5 (or non-finite);
+    * ``collapse_events``: evaluations where the judge's class entropy fell by > 0.25 nats
+      since the previous one, or stayed below 1.6 nats in the second half of training.
+    """
+    import numpy as np
+
+    g = np.asarray(history.series("g_loss"), dtype=float)
+    gap = np.asarray(history.series("d_real"), dtype=float) - np.asarray(history.series("d_fake"), dtype=float)
+    k = max(1, int(len(g) * last_fraction))
+    ge = np.asarray(history.series("g_loss", "epoch"), dtype=float)
+    de = np.asarray(history.series("d_loss", "epoch"), dtype=float)
+    ke = max(2, int(round(len(ge) * last_fraction)))
+    diverged = int(np.sum(~np.isfinite(de) | ~np.isfinite(ge) | (de < DIVERGED_D_LOSS) | (ge > DIVERGED_G_LOSS)))
+    collapse = 0
+    trained = [e for e in evals if e["epoch"] >= 1]
+    last_epoch = trained[-1]["epoch"] if trained else 0
+    for prev, cur in zip(trained, trained[1:]):
+        if prev["class_entropy"] - cur["class_entropy"] > COLLAPSE_DROP:
+            collapse += 1
+        elif cur["epoch"] > last_epoch / 2 and cur["class_entropy"] < COLLAPSE_FLOOR:
+            collapse += 1
+    return {"g_loss_std_last": float(g[-k:].std()) if len(g) else math.nan,
+            "g_loss_epoch_std_last": float(ge[-ke:].std()) if len(ge) > 1 else math.nan,
+            "g_loss_mean_last": float(g[-k:].mean()) if len(g) else math.nan,
+            "d_loss_mean_last": float(np.asarray(history.series("d_loss")[-k:]).mean()) if len(g) else math.nan,
+            "gap_last": float(gap[-k:].mean()) if len(gap) else math.nan,
+            "divergence_epochs": diverged, "collapse_events": collapse}
+
+
+def instability_key(measures: dict) -> tuple:
+    """Sort key, most unstable first: events (divergence + collapse), then the spread of G's loss."""
+    return (-(measures["divergence_epochs"] + measures["collapse_events"]), -measures["g_loss_epoch_std_last"])
