@@ -256,6 +256,35 @@ def fixed_latents(cfg: Config, device) -> tuple[torch.Tensor, torch.Tensor]:
     return z.to(device), class_labels(cfg.grid_cols).to(device)
 
 
+def critic_step(G: Generator, Dc: Critic, opt_D, x: torch.Tensor, y: torch.Tensor, cfg: Config,
+                device: torch.device, precision: str = "fp32") -> dict:
+    """One critic update on eq. (1) with a fresh G(z, y) (detached); returns its scalars."""
+    z = torch.randn(len(x), cfg.z_dim, device=device)
+    with torch.no_grad(), autocast(device, precision):
+        fake = G(z, y)
+    with autocast(device, precision):
+        d_real, d_fake = Dc(x, y).float(), Dc(fake, y).float()
+        gp = critic_gradient_penalty(Dc, x, fake.float(), y).float()
+        loss_C = critic_loss(d_real, d_fake, gp, cfg.lambda_gp)
+    opt_D.zero_grad(set_to_none=True)
+    loss_C.backward()
+    opt_D.step()
+    return {"d_real": d_real.mean().item(), "d_fake": d_fake.mean().item(), "gp": gp.item(), "loss_C": loss_C.item()}
+
+
+def generator_step(G: Generator, G_ema: Generator, Dc: Critic, opt_G, y: torch.Tensor, cfg: Config,
+                   device: torch.device, precision: str = "fp32") -> float:
+    """One generator update on eq. (2), then theta_ema <- tau theta_ema + (1 - tau) theta; returns L_G."""
+    z = torch.randn(len(y), cfg.z_dim, device=device)
+    with autocast(device, precision):
+        loss_G = generator_loss(Dc(G(z, y), y).float())
+    opt_G.zero_grad(set_to_none=True)
+    loss_G.backward()
+    opt_G.step()
+    ema_update(G, G_ema, cfg.ema_decay)
+    return loss_G.item()
+
+
 def train(cfg: Config, out_dir=None, log=print) -> Result:
     """Train G and D with eq. (1)-(2), n_critic critic steps per generator step, EMA after each G step.
 
@@ -292,37 +321,20 @@ def train(cfg: Config, out_dir=None, log=print) -> Result:
         n_acc = 0
         bar = progress(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=len(loader))
         for i, (x, y) in enumerate(bar):
-            # ---- critic step: eq. (1)
-            z = torch.randn(len(x), cfg.z_dim, device=device)
-            with torch.no_grad(), autocast(device, precision):
-                fake = G(z, y)
-            with autocast(device, precision):
-                d_real, d_fake = Dc(x, y).float(), Dc(fake, y).float()
-                gp = critic_gradient_penalty(Dc, x, fake.float(), y)
-                loss_C = critic_loss(d_real, d_fake, gp.float(), cfg.lambda_gp)
-            opt_D.zero_grad(set_to_none=True)
-            loss_C.backward()
-            opt_D.step()
-            for k, v in (("d_real", d_real.mean()), ("d_fake", d_fake.mean()), ("gp", gp), ("loss_C", loss_C)):
-                acc[k] += v.item()
+            scalars = critic_step(G, Dc, opt_D, x, y, cfg, device, precision)
+            for k, v in scalars.items():
+                acc[k] += v
             n_acc += 1
             if (i + 1) % cfg.n_critic:
                 continue
-            # ---- generator step: eq. (2), then the EMA update
-            z = torch.randn(len(x), cfg.z_dim, device=device)
-            with autocast(device, precision):
-                loss_G = generator_loss(Dc(G(z, y), y).float())
-            opt_G.zero_grad(set_to_none=True)
-            loss_G.backward()
-            opt_G.step()
-            ema_update(G, G_ema, cfg.ema_decay)
+            loss_G = generator_step(G, G_ema, Dc, opt_G, y, cfg, device, precision)
             run.step += 1
             row = {k: v / n_acc for k, v in acc.items()}
             acc, n_acc = dict.fromkeys(acc, 0.0), 0
-            run.guard(epoch, loss_C=row["loss_C"], loss_G=loss_G.item())
-            run.history.log_step(iteration=run.step, epoch=epoch + 1, **row, loss_G=loss_G.item(),
+            run.guard(epoch, loss_C=row["loss_C"], loss_G=loss_G)
+            run.history.log_step(iteration=run.step, epoch=epoch + 1, **row, loss_G=loss_G,
                                  wasserstein=row["d_real"] - row["d_fake"])
-            bar.set_postfix(L_C=f"{row['loss_C']:.2f}", L_G=f"{loss_G.item():.2f}")
+            bar.set_postfix(L_C=f"{row['loss_C']:.2f}", L_G=f"{loss_G:.2f}")
         seconds = time.time() - t0
         epoch_samples.rows.append(generate(G_ema, z_fixed, y_fixed))
         save_grid(epoch_samples.rows[-1], run.path(f"samples_epoch_{epoch + 1:02d}.png"), nrow=cfg.grid_cols,
@@ -350,13 +362,14 @@ def plot_training_curves(history, path, window: int = 25) -> Path:
     """Fig. 1: E[D(x,y)], E[D(G(z,y),y)], GP, L_C and L_G per generator iteration (smoothed)."""
     s = {k: history.series(k) for k in ("d_real", "d_fake", "gp", "loss_C", "loss_G", "wasserstein")}
     window = max(1, min(window, len(s["loss_G"]) // 5))
+    smooth = f"moving average over {window} iterations" if window > 1 else "raw values"
     panels = {
         "critic scores": {"E[D(x, y)] (real)": s["d_real"], "E[D(G(z, y), y)] (fake)": s["d_fake"]},
         "gradient penalty": {"GP = E[(||grad D(x_hat, y)|| - 1)^2]": s["gp"]},
         "critic loss": {"L_C (eq. 1)": s["loss_C"], "E[D(x,y)] - E[D(G(z,y),y)]": s["wasserstein"]},
         "generator loss": {"L_G (eq. 2)": s["loss_G"]},
     }
-    return plot_panels(panels, path, title=f"WGAN-GP training curves (moving average over {window} iterations)",
+    return plot_panels(panels, path, title=f"WGAN-GP training curves ({smooth})",
                        xlabel="generator iteration", window=window, ncols=2,
                        ylabels={"critic scores": "critic score", "gradient penalty": "GP",
                                 "critic loss": "L_C", "generator loss": "L_G"})
@@ -479,9 +492,9 @@ FIGURES = ("training_curves.png", "samples_per_epoch.png", "class_grid_ema.png",
            "quality_per_epoch.png")
 
 
-def finish(res: Result, log=print) -> dict:
-    """Figures, quality evaluation and ``metrics.json`` for a trained run."""
-    paths = figures(res)
+def finish(res: Result, log=print, paths: dict | None = None) -> dict:
+    """Figures (unless already drawn: ``paths``), quality evaluation and ``metrics.json`` for a trained run."""
+    paths = paths or figures(res)
     metrics = evaluate(res, log)
     epochs = res.run.history.epochs
     metrics.update({
