@@ -67,7 +67,7 @@ class DCGANConfig(BaseConfig):
     experiment: str = field(default="default", metadata={
         "help": "a name, a comma-separated list, or 'all': " + ", ".join(EXPERIMENTS)})
     n_eval: int = field(default=10000, metadata={"help": "samples for the final Frechet distance"})
-    n_eval_epoch: int = field(default=2000, metadata={"help": "samples for the per-epoch Frechet distance"})
+    n_eval_epoch: int = field(default=2000, metadata={"help": "samples for the per-epoch Frechet distance (0: none)"})
     threads: int = field(default=0, metadata={
         "help": "torch CPU threads (0: torch's default); 1 is much faster on an oversubscribed shared CPU"})
 
@@ -231,13 +231,20 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
                "loader": loader, "keep": keep}
     start = run.resume(objects) if cfg.resume else 0
 
-    evaluator = None
-    if info.key in ("mnist", "fashion"):
+    has_judge = info.key in ("mnist", "fashion")
+
+    def get_evaluator():  # made when first needed: the judge may be trained on first use
         if info.key not in evaluators:
             evaluators[info.key] = Evaluator(info.key, device, quick=cfg.quick, data_root=cfg.data_root)
-        evaluator = evaluators[info.key]
-        keep["fd_floor"], keep["fd_n"] = evaluator.floor, cfg.n_eval_epoch
+        keep["fd_floor"], keep["fd_n"] = evaluators[info.key].floor, cfg.n_eval_epoch
+        return evaluators[info.key]
+
+    per_epoch_fd = has_judge and cfg.n_eval_epoch > 0
+    evaluator = get_evaluator() if per_epoch_fd else None
     eval_g = torch.Generator().manual_seed(99 + cfg.seed)
+    if per_epoch_fd and start == 0:  # FD of the untrained generator: where the curve starts
+        keep["fd"].append(evaluator.frechet(generate(G, sample_z(cfg.n_eval_epoch, cfg.nz, eval_g), device, precision)))
+        keep["fd_epochs"].append(0)
 
     for epoch in range(start, cfg.epochs):
         G.train()
@@ -263,7 +270,7 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
         keep["epoch_seconds"].append(seconds)
         keep["progress"].append(generate(G, noise, device, precision))
         keep["progress_epochs"].append(epoch + 1)
-        if evaluator is not None:
+        if per_epoch_fd:
             z_eval = sample_z(cfg.n_eval_epoch, cfg.nz, eval_g)
             row["frechet_distance"] = evaluator.frechet(generate(G, z_eval, device, precision))
             keep["fd"].append(row["frechet_distance"])
@@ -291,8 +298,10 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
                "seconds_per_epoch": keep["epoch_seconds"],
                "mean_seconds_per_epoch": sum(keep["epoch_seconds"]) / max(1, len(keep["epoch_seconds"])),
                "final_epoch": {k: last.get(k) for k in ("d_loss", "g_loss", "D_x", "D_G_z")},
-               "frechet_per_epoch": keep["fd"], "frechet_per_epoch_n": cfg.n_eval_epoch}
-    if evaluator is not None:
+               "frechet_per_epoch": keep["fd"], "frechet_per_epoch_epochs": keep["fd_epochs"],
+               "frechet_per_epoch_n": cfg.n_eval_epoch}
+    if has_judge:
+        evaluator = get_evaluator()
         z_eval = sample_z(cfg.n_eval, cfg.nz, torch.Generator().manual_seed(2024 + cfg.seed))
         metrics.update(evaluator.report(generate(G, z_eval, device, precision)))
     else:
@@ -323,6 +332,7 @@ def write_comparison(parent: Path, names: list[str], skipped: dict[str, str]) ->
                      **{f"final_{k}": fe.get(k) for k in ("d_loss", "g_loss", "D_x", "D_G_z")},
                      "frechet_distance": m["frechet_distance"] if m.get("frechet_distance") is not None else "n/a (no judge)",
                      "status": "ok"})
+        rows[-1] = {k: ("n/a" if v is None else v) for k, v in rows[-1].items()}
         s = torch.load(folder / "comparison_samples.pt")
         panels.append(s.expand(-1, 3, -1, -1) if s.shape[1] == 1 else s)
         labels.append(name)
@@ -335,12 +345,16 @@ def write_comparison(parent: Path, names: list[str], skipped: dict[str, str]) ->
         if fd:
             plot_bars(fd, out / "comparison_fd.png", title="Frechet distance on judge features (lower is better)",
                       ylabel="FD vs MNIST test", xlabel="experiment")
-        curves = {}
+        d_curves, g_curves = {}, {}
         for name in labels:
             hist = json.loads((parent / name / "history.json").read_text())["epochs"]
-            curves[name] = ([r["epoch"] for r in hist], [r["g_loss"] for r in hist])
-        plot_curves(curves, out / "comparison_g_loss.png", title="Generator loss per epoch, every experiment",
-                    xlabel="epoch", ylabel="mean G loss")
+            epochs = [r["epoch"] for r in hist]
+            d_curves[name] = (epochs, [r["d_loss"] for r in hist])
+            g_curves[name] = (epochs, [r["g_loss"] for r in hist])
+        plot_panels({"discriminator loss": d_curves, "generator loss": g_curves}, out / "comparison_losses.png",
+                    title="Mean loss per epoch, every experiment (the saturating run's G loss is log(1 - D(G(z))))",
+                    xlabel="epoch", ylabels={"discriminator loss": "mean D loss (BCE)",
+                                             "generator loss": "mean G loss"}, ncols=2)
     md = write_table(rows, out / "comparison", columns=COMPARE_COLUMNS, title="DCGAN experiments")
     print(f"[comparison] wrote {md}")
     return md
