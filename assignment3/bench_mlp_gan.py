@@ -1,0 +1,149 @@
+"""Benchmark (issue 8): one training epoch of the Assignment 3 MLP GAN, ours against a
+reference-style loop, timed side by side on the same number of batches.
+
+* reference: ``torchvision.datasets.MNIST`` with ``ToTensor() + Normalize((0.5,), (0.5,))`` PIL
+  transforms through a ``DataLoader`` (batch 128, shuffled, no workers), fp32, default denormal
+  handling, and the usual tutorial step (one G forward reused for the D and G updates, no freezing);
+* ours: the whole split in one tensor sliced by ``TensorLoader``, denormals flushed
+  (``get_device``), fp32 (``resolve_precision`` keeps MLPs in fp32), the handout's step with
+  freezing from ``mlp_gan.train_step`` (D reads real and fake rows in one pass).
+
+Both use the same Generator/Discriminator, Adam, BCE and batch size. Each is timed on ``--batches``
+batches after ``--warmup`` untimed ones, in alternating rounds (so a load change on a shared machine
+hits both), and the per-batch time is extrapolated to an epoch of 469 batches. The last line is
+``mlp gan epoch speedup: <ratio>x``.
+
+    python bench_mlp_gan.py                # about a minute on an idle 2-core CPU
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+import torch.nn as nn
+
+import mlp_gan as M
+from common import data as D
+from common.cli import run_main
+from common.data import DataError
+from common.paths import data_root
+from common.training import get_device
+
+
+def reference_step(G, Dn, opt_G, opt_D, criterion, images: torch.Tensor, latent_dim: int = 100) -> None:
+    """The tutorial loop: D on real and on G(z).detach(), then G through D on the same G(z)."""
+    real = images.view(images.size(0), -1)
+    n = real.size(0)
+    ones, zeros = torch.ones(n, 1), torch.zeros(n, 1)
+    opt_D.zero_grad()
+    loss_real = criterion(Dn(real), ones)
+    fake = G(torch.randn(n, latent_dim))
+    loss_fake = criterion(Dn(fake.detach()), zeros)
+    (loss_real + loss_fake).backward()
+    opt_D.step()
+    opt_G.zero_grad()
+    criterion(Dn(fake), ones).backward()
+    opt_G.step()
+
+
+def models(seed: int = 0):
+    torch.manual_seed(seed)
+    G, Dn = M.Generator(), M.Discriminator()
+    opt_G, opt_D = M.make_optimizers(G, Dn)
+    return G, Dn, opt_G, opt_D, nn.BCELoss()
+
+
+def time_reference(root, batch_size: int, n: int, warmup: int, state: dict) -> float:
+    """Seconds for ``n`` reference batches (the loader and models persist in ``state``)."""
+    import torchvision
+    from torchvision import transforms
+
+    torch.set_flush_denormal(False)  # what a plain script runs with
+    if "loader" not in state:
+        try:
+            ds = torchvision.datasets.MNIST(str(root), train=True, download=False, transform=transforms.Compose(
+                [transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))]))
+        except RuntimeError:
+            raise DataError(f"MNIST not found in {root / 'MNIST'}: the benchmark needs the full set "
+                            "(point --data-root or HW_DATA_ROOT at it)") from None
+        state["loader"] = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True)
+        state["models"] = models()
+        state["it"] = iter(state["loader"])
+        for _ in range(warmup):
+            reference_step(*state["models"], next(state["it"])[0])
+    t = time.perf_counter()
+    for _ in range(n):
+        try:
+            images, _ = next(state["it"])
+        except StopIteration:
+            state["it"] = iter(state["loader"])
+            images, _ = next(state["it"])
+        reference_step(*state["models"], images)
+    return time.perf_counter() - t
+
+
+def time_ours(root, batch_size: int, n: int, warmup: int, state: dict, precision: str = "fp32") -> float:
+    device = get_device("cpu")  # flushes denormals
+    if "loader" not in state:
+        split = D.load_split("mnist", "train", root=root)
+        x = D.images(split, "tanh").view(len(split), -1)
+        state["loader"] = M.make_loader(x, batch_size, seed=0)
+        state["models"] = models()
+        state["it"] = iter(state["loader"])
+        for _ in range(warmup):
+            M.train_step(*state["models"], next(state["it"])[0], precision=precision)
+    G, Dn, opt_G, opt_D, criterion = state["models"]
+    t = time.perf_counter()
+    for _ in range(n):
+        try:
+            (real,) = next(state["it"])
+        except StopIteration:
+            state["it"] = iter(state["loader"])
+            (real,) = next(state["it"])
+        M.train_step(G, Dn, opt_G, opt_D, criterion, real, precision=precision)
+    del device
+    return time.perf_counter() - t
+
+
+def main(argv=None) -> float:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--batches", type=int, default=60, help="timed batches per loop")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds the batches are split into")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed batches first")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time our loop under bf16 autocast (reported, not the headline: MLPs train in fp32)")
+    args = parser.parse_args(argv)
+    root = data_root(args.data_root)
+    per_round = max(1, args.batches // args.rounds)
+    ref_state, our_state, bf16_state = {}, {}, {}
+    t_ref = t_ours = t_bf16 = 0.0
+    for r in range(args.rounds):
+        t_ref += time_reference(root, args.batch_size, per_round, args.warmup, ref_state)
+        t_ours += time_ours(root, args.batch_size, per_round, args.warmup, our_state, "fp32")
+        if args.bf16:
+            t_bf16 += time_ours(root, args.batch_size, per_round, args.warmup, bf16_state, "bf16")
+        print(f"round {r + 1}/{args.rounds}: reference {t_ref:.2f} s, ours {t_ours:.2f} s"
+              + (f", ours bf16 {t_bf16:.2f} s" if args.bf16 else "") + " (cumulative)", flush=True)
+    n = per_round * args.rounds
+    per_epoch = math.ceil(60000 / args.batch_size)
+    ref_epoch, our_epoch = t_ref / n * per_epoch, t_ours / n * per_epoch
+    print(f"threads: {torch.get_num_threads()}; {n} batches of {args.batch_size} each, extrapolated to {per_epoch} batches")
+    print(f"reference (DataLoader + PIL transforms, fp32, no denormal flush): {t_ref / n * 1000:.1f} ms/batch, "
+          f"{ref_epoch:.1f} s/epoch")
+    print(f"ours (TensorLoader, denormals flushed, fp32, freezing, one D pass): {t_ours / n * 1000:.1f} ms/batch, "
+          f"{our_epoch:.1f} s/epoch")
+    if args.bf16:
+        print(f"ours under bf16 autocast (not used by default): {t_bf16 / n * 1000:.1f} ms/batch, "
+              f"{t_bf16 / n * per_epoch:.1f} s/epoch, {t_ref / t_bf16:.2f}x the reference")
+    ratio = ref_epoch / our_epoch
+    print(f"mlp gan epoch speedup: {ratio:.2f}x")
+    return ratio
+
+
+if __name__ == "__main__":
+    run_main(main)
