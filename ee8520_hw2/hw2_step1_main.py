@@ -240,6 +240,7 @@ def train_one(cfg: Step1Config, folder: Path, train_x: torch.Tensor, device, eva
                     checkpoint_objects=objects, snapshots=snapshots,
                     images_path=(imgs_dir or folder) / "generated_images.png")
     train_seconds = time.time() - t0
+    monitor_images(generator, test_noise, (imgs_dir or folder) / "generated_images.png")  # also after a finished --resume
 
     h = run.history
     loss_path = (imgs_dir or folder) / "loss_monitoring.png"

@@ -60,9 +60,10 @@ def test_discriminator_follows_the_handout(ee):
     assert count(D, nn.LeakyReLU) == 3 and count(D, nn.Dropout) == 3
     assert count(D, nn.Sigmoid) == 0 and count(D, nn.BatchNorm1d) == 0
     assert D(torch.randn(6, 1, 28, 28)).shape == (6, 1)
-    D.eval()
-    logits = D(torch.full((4, 784), 5.0))
-    assert (logits.abs() > 0).all()  # raw logits, not probabilities squeezed to (0, 1) by design
+    assert isinstance(list(D.modules())[-1], nn.Linear)  # a raw logit for BCEWithLogitsLoss
+    with torch.no_grad():
+        list(D.modules())[-1].bias.fill_(10.0)
+    assert (D.eval()(torch.zeros(3, 784)) > 1).all()  # not squeezed into (0, 1)
 
 
 def test_train_discriminator_without_device(ee):
