@@ -45,7 +45,7 @@ class GanConfig(BaseConfig):
     beta1: float = dataclasses.field(default=0.5, metadata={"help": "Adam beta1 (DCGAN's 0.5)"})
     latent_dim: int = 100
     dropout: float = dataclasses.field(default=0.3, metadata={"help": "dropout after each hidden layer of D"})
-    n_eval: int = dataclasses.field(default=5000, metadata={"help": "samples per judge evaluation"})
+    n_eval: int = dataclasses.field(default=2000, metadata={"help": "samples per judge evaluation"})
 
     QUICK: typing.ClassVar[dict] = {"epochs": 2, "n_eval": 256}
 

@@ -43,12 +43,13 @@ FD = "Frechet distance"
 
 @dataclass
 class BatchConfig(M.GanConfig):
-    epochs: int = 30
+    epochs: int = 25
+    eval_every: int = dataclasses.field(default=2, metadata={"help": "epochs between judge evaluations"})
     batch_sizes: typing.List[int] = dataclasses.field(default_factory=lambda: [128, 256, 512, 1024])
     n_show: int = dataclasses.field(default=10, metadata={"help": "samples per batch size in samples.png"})
     name: str = "default"
 
-    QUICK: typing.ClassVar[dict] = {"epochs": 2, "n_eval": 256, "batch_sizes": [32, 64, 128, 256]}
+    QUICK: typing.ClassVar[dict] = {"epochs": 2, "n_eval": 256, "eval_every": 1, "batch_sizes": [32, 64, 128, 256]}
 
 
 def main(argv=None) -> dict:
@@ -69,7 +70,7 @@ def main(argv=None) -> dict:
         sub = dataclasses.replace(cfg, batch_size=bs)
         run = Run(folder / f"bs_{bs}", {**sub.to_dict(), "precision_used": precision})
         t0 = time.time()
-        out = M.fit(sub, run, x, device, precision, evaluator, z_eval, eval_every=1,
+        out = M.fit(sub, run, x, device, precision, evaluator, z_eval, eval_every=cfg.eval_every,
                     eval_steps=(budget // 4, budget // 2, budget), label=f"bs {bs}")
         out["seconds"] = time.time() - t0
         out["samples"] = M.sample(out["G"], z_show)

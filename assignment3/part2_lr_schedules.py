@@ -44,7 +44,8 @@ SCHEDULES = ("constant", "step_decay", "warmup_cosine")
 
 @dataclass
 class ScheduleConfig(M.GanConfig):
-    epochs: int = 30
+    epochs: int = 25
+    eval_every: int = dataclasses.field(default=2, metadata={"help": "epochs between judge evaluations"})
     step_every: int = dataclasses.field(default=10, metadata={"help": "epochs between x0.1 decays (step decay)"})
     gamma: float = dataclasses.field(default=0.1, metadata={"help": "step decay factor"})
     warmup_epochs: int = dataclasses.field(default=3, metadata={"help": "linear warmup length (warmup + cosine)"})
@@ -54,7 +55,7 @@ class ScheduleConfig(M.GanConfig):
     n_show: int = 10
     name: str = "default"
 
-    QUICK: typing.ClassVar[dict] = {"epochs": 2, "n_eval": 256, "step_every": 1, "warmup_epochs": 1}
+    QUICK: typing.ClassVar[dict] = {"epochs": 2, "n_eval": 256, "eval_every": 1, "step_every": 1, "warmup_epochs": 1}
 
 
 def choose_batch_size(cfg, argv) -> tuple[int, str]:
@@ -125,7 +126,7 @@ def main(argv=None) -> dict:
     for kind in SCHEDULES:
         run = Run(study.dir / kind, {**cfg.to_dict(), "schedule": kind, "precision_used": precision})
         t0 = time.time()
-        out = M.fit(cfg, run, x, device, precision, evaluator, z_eval, eval_every=1,
+        out = M.fit(cfg, run, x, device, precision, evaluator, z_eval, eval_every=cfg.eval_every,
                     schedule=make_schedule(kind, cfg), label=kind)
         out["seconds"] = time.time() - t0
         out["samples"] = M.sample(out["G"], z_show)
@@ -157,7 +158,7 @@ def main(argv=None) -> dict:
                  "class diversity": {k: ([e["epoch"] for e in results[k]["evals"]], [e["class_entropy"] for e in results[k]["evals"]])
                                      for k in SCHEDULES}},
                 study.path("frechet.png"), xlabel="epoch", logy=["Frechet distance (judge features)"],
-                title=f"Sample quality per epoch with and without a schedule ({cfg.n_eval} samples)",
+                title=f"Sample quality during training with and without a schedule ({cfg.n_eval} samples)",
                 ylabels={"Frechet distance (judge features)": "FD (lower is better)",
                          "class diversity": "class entropy (nats, max 2.30)"})
     save_grid(torch.cat([results[k]["samples"] for k in SCHEDULES]), study.path("samples.png"), nrow=cfg.n_show,

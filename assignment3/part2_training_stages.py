@@ -10,7 +10,7 @@ Outputs in ``outputs/assignment3/stages/<name>/``: ``stages_grid.png`` (a row pe
 ``stage_metrics.png`` (the three curves across stages), ``losses.png``, ``stages.md``/``.csv``,
 ``metrics.json``, ``history.csv``, ``epochs.csv``, ``config.json``, checkpoints.
 
-    python part2_training_stages.py            # 50 epochs, snapshots every 5
+    python part2_training_stages.py            # 50 epochs, snapshots every 5, 5000 samples judged each
     python part2_training_stages.py --quick    # smoke run
 """
 from __future__ import annotations
@@ -37,6 +37,7 @@ class StagesConfig(M.GanConfig):
     epochs: int = 50
     snapshot_every: int = dataclasses.field(default=5, metadata={"help": "epochs between snapshots"})
     n_show: int = dataclasses.field(default=10, metadata={"help": "images per stage in the grid"})
+    n_eval: int = dataclasses.field(default=5000, metadata={"help": "samples per judge evaluation"})
     name: str = "default"
 
     QUICK: typing.ClassVar[dict] = {"epochs": 2, "snapshot_every": 1, "n_eval": 256}
