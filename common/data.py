@@ -155,11 +155,13 @@ def synthetic(info: DatasetInfo, n: int, seed: int = 0) -> tuple[torch.Tensor, t
     return x, y
 
 
-def load_split(name: str, split: str = "train", root=None, quick: bool = False, seed: int = 0) -> Split:
+def load_split(name: str, split: str = "train", root=None, quick: bool = False, seed: int = 0,
+               quick_size: int | None = None) -> Split:
     """Load one split as uint8 tensors.
 
-    ``quick`` keeps a stratified few hundred images and, when the full set is missing, falls back
-    to the shipped sample (MNIST, Fashion-MNIST) or to generated data (KMNIST, CIFAR-10).
+    ``quick`` keeps a stratified few hundred images (``quick_size``, default ``QUICK_SIZES``) and,
+    when the full set is missing, falls back to the shipped sample (MNIST, Fashion-MNIST) or to
+    generated data (KMNIST, CIFAR-10).
     """
     if split not in ("train", "test"):
         raise ValueError("split must be 'train' or 'test'")
@@ -175,12 +177,13 @@ def load_split(name: str, split: str = "train", root=None, quick: bool = False, 
         if sample is not None:
             (x, y), source = sample, "sample"
         else:
-            x, y = synthetic(info, QUICK_SIZES[split], seed=seed + (split == "test"))
+            x, y = synthetic(info, quick_size or QUICK_SIZES[split], seed=seed + (split == "test"))
             source = "synthetic"
         print(f"[data] {info.title} ({split}) not found under {root}: quick run uses the {source} data")
     data = Split(x, y, info, split, source)
-    if quick and len(data) > QUICK_SIZES[split]:
-        data = data.subset(stratified_subset(data.y, QUICK_SIZES[split], seed=seed))
+    size = quick_size or QUICK_SIZES[split]
+    if quick and len(data) > size:
+        data = data.subset(stratified_subset(data.y, size, seed=seed))
     return data
 
 

@@ -239,7 +239,9 @@ def test_problem2_quick_end_to_end(tmp_path):
     pca = [metrics["per_M"][m]["pca_test_mse_unit"] for m in ("16", "64", "256")]
     assert pca[0] >= pca[1] >= pca[2]
     with open(out / "mse_table.csv") as f:
-        assert [r["M"] for r in csv.DictReader(f)] == ["16", "64", "256"]
+        assert [r["M"] for r in csv.DictReader(f)] == ["16", "64", "256", "mean image"]
+    # the mean image is the zero-component PCA reconstruction: PCA with 16 components beats it
+    assert metrics["mean_image_mse_unit"]["test"] > pca[0]
 
 
 def test_problem2_resume_continues_the_history(tmp_path):

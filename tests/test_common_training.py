@@ -1,0 +1,167 @@
+"""common.training: gradient penalty, EMA, schedules, checkpoints and resume, the NaN guard."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from common import training as T
+
+
+class LinearCritic(nn.Module):
+    """D(x, y) = <w, x>: its gradient is w everywhere, so GP = (||w|| - 1)^2 exactly."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = nn.Parameter(w)
+
+    def forward(self, x, y=None):
+        return (x.flatten(1) * self.w).sum(1)
+
+
+def test_gradient_penalty_of_linear_critic_is_known():
+    torch.manual_seed(0)
+    w = torch.full((1 * 4 * 4,), 0.5)  # ||w|| = 0.5 * 4 = 2
+    critic = LinearCritic(w)
+    real, fake = torch.randn(8, 1, 4, 4), torch.randn(8, 1, 4, 4)
+    gp = T.gradient_penalty(critic, real, fake, torch.zeros(8))
+    assert gp.item() == pytest.approx((2.0 - 1.0) ** 2, rel=1e-5)
+    gp.backward()  # create_graph: the penalty trains the critic
+    # d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w|| = 0.5 per entry
+    assert torch.allclose(critic.w.grad, torch.full_like(w, 0.5), atol=1e-5)
+
+
+def test_gradient_penalty_is_per_sample_not_batch_norm():
+    # Critic sum_i x_i^2 / 2: gradient is x itself; per-sample norms differ.
+    class Quadratic(nn.Module):
+        def forward(self, x):
+            return 0.5 * (x.flatten(1) ** 2).sum(1)
+
+    real = torch.stack([torch.full((1, 2, 2), 1.0), torch.full((1, 2, 2), 2.0)])
+    gp = T.gradient_penalty(Quadratic(), real, real.clone())  # x_hat = real whatever eps
+    expected = ((2.0 - 1) ** 2 + (4.0 - 1) ** 2) / 2  # norms 2 and 4
+    assert gp.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_ema_rule_averages_floats_and_copies_integers():
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    ema = T.make_ema(model)
+    assert all(not p.requires_grad for p in ema.parameters())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+        model[1].num_batches_tracked.fill_(7)
+    before = {k: v.clone() for k, v in ema.state_dict().items()}
+    T.ema_update(model, ema, decay=0.9)
+    msd = model.state_dict()
+    for k, v in ema.state_dict().items():
+        if v.dtype.is_floating_point:
+            assert torch.allclose(v, 0.9 * before[k] + 0.1 * msd[k])
+        else:
+            assert torch.equal(v, msd[k])
+    assert ema[1].num_batches_tracked.item() == 7
+
+
+def test_step_decay_and_warmup_cosine_curves():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = T.step_decay(opt, step_size=3, gamma=0.1)
+    lrs = []
+    for _ in range(7):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1, 1, 1, 0.1, 0.1, 0.1, 0.01])
+
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = T.warmup_cosine(opt, warmup_steps=5, total_steps=25, start_factor=0.2)
+    lrs = []
+    for _ in range(25):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.2)
+    assert all(a < b for a, b in zip(lrs[:5], lrs[1:6]))  # rising warmup
+    assert lrs[5] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[5:], lrs[6:]))  # cosine decay
+    assert lrs[15] == pytest.approx(0.5 * (1 + math.cos(math.pi * 10 / 20)))
+    assert lrs[-1] < 0.01
+
+
+def _make():
+    model = nn.Linear(3, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    return model, opt
+
+
+def _train(model, opt, steps):
+    for _ in range(steps):
+        loss = model(torch.randn(4, 3)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def test_checkpoint_resume_reproduces_an_uninterrupted_run(tmp_path):
+    torch.manual_seed(0)
+    model, opt = _make()
+    run = T.Run(tmp_path / "a", {"lr": 0.1})
+    _train(model, opt, 5)
+    run.history.log_epoch(epoch=1, loss=1.0)
+    run.checkpoint(1, {"model": model, "opt": opt})
+    _train(model, opt, 5)  # the uninterrupted second epoch
+    expected = model.weight.detach().clone()
+
+    model2, opt2 = _make()
+    run2 = T.Run(tmp_path / "a", {"lr": 0.1})
+    assert run2.resume({"model": model2, "opt": opt2}) == 1
+    assert run2.history.epochs == [{"epoch": 1, "loss": 1.0}]
+    _train(model2, opt2, 5)  # RNG state restored: same batches as above
+    assert torch.allclose(model2.weight, expected)
+    assert json.loads((tmp_path / "a" / "config.json").read_text()) == {"lr": 0.1}
+    assert (tmp_path / "a" / "epochs.csv").read_text().startswith("epoch,loss")
+    assert not list((tmp_path / "a").glob("*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_resume_without_checkpoint_starts_at_zero(tmp_path):
+    model, opt = _make()
+    assert T.Run(tmp_path / "b", {}).resume({"model": model, "opt": opt}) == 0
+
+
+def test_nan_guard_stops_with_message_and_keeps_checkpoint(tmp_path):
+    model, opt = _make()
+    run = T.Run(tmp_path / "c", {})
+    run.checkpoint(1, {"model": model, "opt": opt})
+    good = (tmp_path / "c" / "checkpoint.pt").read_bytes()
+    run.guard(1, d_loss=torch.tensor(0.5))  # finite: nothing happens
+    with pytest.raises(T.NonFiniteLoss, match=r"g_loss became nan at epoch 2.*last good checkpoint is kept"):
+        run.guard(1, d_loss=torch.tensor(0.5), g_loss=torch.tensor(float("nan")))
+    with pytest.raises(T.NonFiniteLoss, match="inf"):
+        T.check_finite("here", None, loss=float("inf"))
+    assert (tmp_path / "c" / "checkpoint.pt").read_bytes() == good
+
+
+def test_nan_guard_exits_3_from_a_script(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("from common.cli import run_main\nfrom common.training import check_finite\n"
+            "run_main(lambda argv: check_finite('step 3', None, loss=float('nan')))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error: loss became nan at step 3")
+
+
+def test_precision_and_device_choices():
+    cpu = torch.device("cpu")
+    assert T.resolve_precision("fp32", cpu) == "fp32"
+    assert T.resolve_precision("bf16", cpu) == "bf16"
+    assert T.resolve_precision("auto", cpu, conv_model=False) == "fp32"
+    assert T.resolve_precision("auto", cpu) in ("fp32", "bf16")
+    assert T.get_device("cpu").type == "cpu"
+    with T.autocast(cpu, "bf16"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with T.autocast(cpu, "fp32"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32

@@ -1,0 +1,242 @@
+"""EE 8520 HW2 Step 2: masked convolutions, causality of the whole PixelCNN by gradients, the
+class-conditional bias, the cached sampler against the naive one, and a quick end-to-end run."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+COURSE = Path(__file__).resolve().parents[1] / "ee8520_hw2"
+if str(COURSE) not in sys.path:
+    sys.path.insert(0, str(COURSE))
+
+from models.AR import (ConditionalMaskedConv2d, ConditionalPixelCNN, MaskedConv2d, PixelCNN,  # noqa: E402
+                       draw_uniforms, nll_nats_per_image, sample_fast, sample_naive, set_conv_impl)
+
+
+def _one_hot(labels):
+    return F.one_hot(torch.as_tensor(labels), 10).float()
+
+
+def _logits(model, x, y):
+    return model(x, y) if isinstance(model, ConditionalPixelCNN) else model(x)
+
+
+# ------------------------------------------------------------------------------------------------
+# Masks
+
+
+def test_mask_types_a_and_b():
+    a = MaskedConv2d("A", 1, 4, 3, padding=1)
+    b = MaskedConv2d("B", 4, 4, 3, padding=1)
+    assert isinstance(a, nn.Conv2d) and "mask" in dict(a.named_buffers())
+    assert a.mask.shape == b.mask.shape == (1, 1, 3, 3)
+    assert a.mask[0, 0].tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+    assert b.mask[0, 0].tolist() == [[1, 1, 1], [1, 1, 0], [0, 0, 0]]
+    a7, b7 = MaskedConv2d("A", 1, 2, 7, padding=3), MaskedConv2d("B", 2, 2, 7, padding=3)
+    assert a7.mask.shape == (1, 1, 7, 7) and a7.mask.sum() == 24 and b7.mask.sum() == 25
+    assert a7.mask[0, 0, 3, 3] == 0 and b7.mask[0, 0, 3, 3] == 1
+    assert a7.mask[0, 0, 4:].sum() == 0 and b7.mask[0, 0, 3, 4:].sum() == 0
+    with pytest.raises(ValueError):
+        MaskedConv2d("C", 1, 1, 3)
+
+
+def test_masked_conv_ignores_future_pixels():
+    conv = MaskedConv2d("A", 1, 3, 5, padding=2)
+    x = torch.rand(2, 1, 8, 8)
+    x2 = x.clone()
+    x2[:, :, 4, 4:] = torch.rand(2, 1, 4)  # change the centre and everything after it in its row
+    x2[:, :, 5:] = torch.rand(2, 1, 3, 8)
+    assert torch.allclose(conv(x)[:, :, 4, 4], conv(x2)[:, :, 4, 4])
+    x3 = x.clone()
+    x3[:, :, 4, 3] += 1.0  # the pixel just before the centre does matter
+    assert not torch.allclose(conv(x)[:, :, 4, 4], conv(x3)[:, :, 4, 4])
+
+
+def test_conditional_bias_is_vy_broadcast_over_height_and_width():
+    conv = ConditionalMaskedConv2d("B", 2, 5, 3, num_classes=10, padding=1)
+    assert isinstance(conv, MaskedConv2d) and isinstance(conv.class_emb, nn.Module)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.zero_()
+    x = torch.rand(3, 2, 6, 7)
+    y = _one_hot([0, 4, 9])
+    out = conv(x, y)
+    assert out.shape == (3, 5, 6, 7)
+    vy = y @ conv.class_emb.weight.t()  # V y: one value per sample and output channel
+    assert torch.allclose(out, vy[:, :, None, None].expand(3, 5, 6, 7))
+    assert not torch.allclose(out[0], out[1])  # different labels, different bias
+    with torch.no_grad():
+        conv.weight.normal_()
+    base = MaskedConv2d("B", 2, 5, 3, padding=1)
+    base.load_state_dict({k: v for k, v in conv.state_dict().items() if not k.startswith("class_emb")})
+    assert torch.allclose(conv(x, y) - base(x), vy[:, :, None, None].expand(3, 5, 6, 7), atol=1e-6)
+
+
+def test_model_interfaces():
+    x = (torch.rand(2, 1, 28, 28) > 0.5).float()
+    assert PixelCNN()(x).shape == (2, 1, 28, 28)
+    m = ConditionalPixelCNN(num_classes=10)
+    assert m(x, _one_hot([3, 7])).shape == (2, 1, 28, 28)
+    layers = [mod for mod in m.modules() if isinstance(mod, MaskedConv2d)]
+    assert all(isinstance(mod, ConditionalMaskedConv2d) for mod in layers)  # V y in every layer
+    first = PixelCNN().input_conv
+    assert first.mask_type == "A" and all(b.mask_type == "B" for b in PixelCNN().blocks)
+
+
+# ------------------------------------------------------------------------------------------------
+# Causality of the whole network, by gradients
+
+
+def _check_causal(model, positions, size=28, conditional=False):
+    """One copy of a random binary image per output pixel p; d logit_p / d input must vanish at
+    every input pixel at or after p in raster order and be nonzero somewhere before p."""
+    n = len(positions)
+    x = (torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    x = x.repeat(n, 1, 1, 1).requires_grad_(True)
+    y = _one_hot(torch.arange(n) % 10) if conditional else None
+    logits = _logits(model, x, y)
+    idx = torch.as_tensor(positions)
+    logits.flatten(1)[torch.arange(n), idx].sum().backward()  # copy k only feeds the gradient of pixel p_k
+    grad = x.grad.flatten(1)
+    order = torch.arange(size * size)
+    future = order[None, :] >= idx[:, None]
+    assert grad[future].abs().max() == 0, "an output depends on its own or a later input pixel"
+    earlier = (grad.abs() > 0) & ~future
+    has_dep = earlier[idx > 0].any(1)
+    assert has_dep.float().mean() > 0.9, "outputs should depend on earlier pixels"
+    return earlier
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "conditional"])
+@pytest.mark.parametrize("impl", ["masked", "taps"])
+def test_causality_every_pixel_small_model(conditional, impl):
+    torch.manual_seed(0)
+    model = ConditionalPixelCNN(channels=8, n_blocks=2) if conditional else PixelCNN(channels=8, n_blocks=2)
+    set_conv_impl(model, impl).train()
+    _check_causal(model, list(range(28 * 28)), conditional=conditional)
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "conditional"])
+def test_causality_default_architecture(conditional):
+    torch.manual_seed(1)
+    model = ConditionalPixelCNN() if conditional else PixelCNN()
+    set_conv_impl(model, "taps").train()
+    corners = [0, 1, 27, 28, 29, 55, 56, 392, 406, 419, 783]
+    extra = torch.randperm(784, generator=torch.Generator().manual_seed(2))[:21].tolist()
+    earlier = _check_causal(model, corners + extra, conditional=conditional)
+    # the pixel just left of p (same row) is always in the receptive field
+    for k, p in enumerate(corners + extra):
+        if p % 28:
+            assert earlier[k, p - 1]
+
+
+def test_taps_and_masked_agree_on_default_models():
+    torch.manual_seed(0)
+    x = (torch.rand(4, 1, 28, 28) > 0.5).float()
+    y = _one_hot([0, 1, 2, 3])
+    for model in (PixelCNN(), ConditionalPixelCNN()):
+        with torch.no_grad():
+            a = _logits(set_conv_impl(model, "masked"), x, y)
+            b = _logits(set_conv_impl(model, "taps"), x, y)
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sampling
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "conditional"])
+def test_fast_sampler_matches_naive(conditional):
+    torch.manual_seed(0)
+    model = (ConditionalPixelCNN(channels=8, n_blocks=2) if conditional else PixelCNN(channels=8, n_blocks=2)).double()
+    with torch.no_grad():  # push logits away from 0 so the samples are not all coin flips
+        model.head[1].weight.mul_(4)
+    u = draw_uniforms(6, seed=3, height=10, width=10).double()
+    y = _one_hot([0, 1, 2, 7, 8, 9]).double() if conditional else None
+    fast = sample_fast(model, u, y)
+    naive = sample_naive(model, u, y)
+    assert fast.shape == (6, 1, 10, 10)
+    assert set(fast.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(fast, naive)
+    assert not torch.equal(fast, sample_fast(model, draw_uniforms(6, seed=4, height=10, width=10).double(), y))
+
+
+def test_fast_sampler_matches_naive_full_width_fp32():
+    torch.manual_seed(5)
+    model = ConditionalPixelCNN(channels=4, n_blocks=1)
+    u = draw_uniforms(2, seed=0, height=5, width=28)
+    y = _one_hot([2, 5])
+    assert torch.equal(sample_fast(model, u, y), sample_naive(model, u, y))
+
+
+def test_nll_equals_summed_bce():
+    logits = torch.randn(3, 1, 28, 28)
+    x = (torch.rand(3, 1, 28, 28) > 0.5).float()
+    mean_bce = nn.BCEWithLogitsLoss()(logits, x)
+    assert torch.allclose(nll_nats_per_image(logits, x).mean(), mean_bce * 784, rtol=1e-5)
+    p = torch.sigmoid(logits)
+    direct = -(x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1)
+    assert torch.allclose(nll_nats_per_image(logits, x), direct, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------
+# The script
+
+
+def test_binarizations_and_train_function():
+    import hw2_step2_main as main_mod
+
+    t = torch.tensor([0.0, 0.5, 0.51, 1.0])
+    assert main_mod.binarize_image(t).tolist() == [0.0, 0.0, 1.0, 1.0]
+    x = torch.rand(64, 1, 28, 28)
+    a, b = main_mod.DynamicBinarizer(3), main_mod.DynamicBinarizer(3)
+    first = a(x)
+    assert torch.equal(first, b(x)) and not torch.equal(first, a(x))  # seeded, fresh each call
+    state = a.state_dict()
+    nxt = a(x)
+    a.load_state_dict(state)
+    assert torch.equal(a(x), nxt)
+
+    from common.data import TensorLoader
+    torch.manual_seed(0)
+    model = ConditionalPixelCNN(channels=8, n_blocks=1)
+    xb = main_mod.binarize_image(x)
+    loader = TensorLoader(xb, _one_hot(torch.arange(64) % 10), batch_size=32)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = main_mod.train(loader, model, opt, 3, xb, nn.BCEWithLogitsLoss(), 32, True, torch.device("cpu"))
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert 100 < losses[0] < 784  # nats per image, not per pixel
+
+
+def test_quick_run_writes_every_figure_and_metric(tmp_path):
+    out = tmp_path / "step2"
+    env = {**os.environ, "HW_QUICK": "1"}
+    proc = subprocess.run([sys.executable, "hw2_step2_main.py", "--quick", "--out-dir", str(out), "--digit", "3"],
+                          cwd=COURSE, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("pixelcnn_generated.png", "pixelcnn_unconditional.png", "pixelcnn_conditional_digit3.png",
+                 "pixelcnn_conditional_all_digits.png", "pixelcnn_uncond_vs_cond.png", "pixelcnn_loss_curves.png",
+                 "pixelcnn_class_accuracy.png", "pixelcnn_results.md", "pixelcnn_results.csv", "config.json",
+                 "checkpoint.pt", "epochs.csv", "history.csv"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    for model in ("unconditional", "conditional"):
+        m = metrics[model]
+        assert 0 < m["test_nll_nats"] < 784 * 2
+        assert m["test_bits_per_dim"] == pytest.approx(m["test_nll_nats"] / (784 * 0.6931471805599453))
+        assert "frechet_distance" in m and "class_entropy" in m
+    assert set(metrics["conditional"]["class_accuracy_per_class"]) == {str(d) for d in range(10)}
+    assert 0 <= metrics["conditional"]["class_accuracy"] <= 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["precision_resolved"] in ("fp32", "bf16") and config["binarize"] == "threshold"
+    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert {"unconditional", "conditional", "opt_unconditional", "opt_conditional"} <= set(ckpt["state"])
+    assert ckpt["epoch"] == 1
