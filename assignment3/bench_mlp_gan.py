@@ -73,7 +73,7 @@ def time_reference(root, batch_size: int, n: int, warmup: int, state: dict) -> f
         state["it"] = iter(state["loader"])
         for _ in range(warmup):
             reference_step(*state["models"], next(state["it"])[0])
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(n):
         try:
             images, _ = next(state["it"])
@@ -81,7 +81,7 @@ def time_reference(root, batch_size: int, n: int, warmup: int, state: dict) -> f
             state["it"] = iter(state["loader"])
             images, _ = next(state["it"])
         reference_step(*state["models"], images)
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def time_ours(root, batch_size: int, n: int, warmup: int, state: dict, precision: str = "fp32") -> float:
@@ -95,7 +95,7 @@ def time_ours(root, batch_size: int, n: int, warmup: int, state: dict, precision
         for _ in range(warmup):
             M.train_step(*state["models"], next(state["it"])[0], precision=precision)
     G, Dn, opt_G, opt_D, criterion = state["models"]
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(n):
         try:
             (real,) = next(state["it"])
@@ -104,7 +104,7 @@ def time_ours(root, batch_size: int, n: int, warmup: int, state: dict, precision
             (real,) = next(state["it"])
         M.train_step(G, Dn, opt_G, opt_D, criterion, real, precision=precision)
     del device
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def main(argv=None) -> float:
@@ -121,12 +121,15 @@ def main(argv=None) -> float:
     root = data_root(args.data_root)
     per_round = max(1, args.batches // args.rounds)
     ref_state, our_state, bf16_state = {}, {}, {}
-    t_ref = t_ours = t_bf16 = 0.0
+    t_ref = t_ours = t_bf16 = c_ref = c_ours = c_bf16 = 0.0
     for r in range(args.rounds):
-        t_ref += time_reference(root, args.batch_size, per_round, args.warmup, ref_state)
-        t_ours += time_ours(root, args.batch_size, per_round, args.warmup, our_state, "fp32")
+        w, c = time_reference(root, args.batch_size, per_round, args.warmup, ref_state)
+        t_ref, c_ref = t_ref + w, c_ref + c
+        w, c = time_ours(root, args.batch_size, per_round, args.warmup, our_state, "fp32")
+        t_ours, c_ours = t_ours + w, c_ours + c
         if args.bf16:
-            t_bf16 += time_ours(root, args.batch_size, per_round, args.warmup, bf16_state, "bf16")
+            w, c = time_ours(root, args.batch_size, per_round, args.warmup, bf16_state, "bf16")
+            t_bf16, c_bf16 = t_bf16 + w, c_bf16 + c
         print(f"round {r + 1}/{args.rounds}: reference {t_ref:.2f} s, ours {t_ours:.2f} s"
               + (f", ours bf16 {t_bf16:.2f} s" if args.bf16 else "") + " (cumulative)", flush=True)
     n = per_round * args.rounds
@@ -140,6 +143,9 @@ def main(argv=None) -> float:
     if args.bf16:
         print(f"ours under bf16 autocast (not used by default): {t_bf16 / n * 1000:.1f} ms/batch, "
               f"{t_bf16 / n * per_epoch:.1f} s/epoch, {t_ref / t_bf16:.2f}x the reference")
+    print(f"CPU time (process_time; steadier than wall time on a shared machine): reference "
+          f"{c_ref / n * 1000:.1f} ms/batch, ours {c_ours / n * 1000:.1f} ms/batch ({c_ref / c_ours:.2f}x)"
+          + (f", ours bf16 {c_bf16 / n * 1000:.1f} ms/batch ({c_ref / c_bf16:.2f}x)" if args.bf16 else ""))
     ratio = ref_epoch / our_epoch
     print(f"mlp gan epoch speedup: {ratio:.2f}x")
     return ratio

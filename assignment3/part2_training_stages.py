@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
     rows = [{"epoch": int(e["epoch"]), "updates": e["step"], "frechet_distance": e["frechet_distance"],
              "judge_confidence": e["judge_confidence"], "class_entropy": e["class_entropy"] + 0.0} for e in evals]
     write_table(rows, run.path("stages"), title=f"Quality across training stages (FD floor {floor:.2f})")
-    best = min(rows, key=lambda r: r["frechet_distance"])
+    best = min([r for r in rows if r["epoch"] >= 1] or rows, key=lambda r: r["frechet_distance"])
     metrics = {**{k: v for k, v in evals[-1].items() if k != "class_histogram"}, "stages": rows,
                "best_epoch": best["epoch"], "best_frechet_distance": best["frechet_distance"],
                "train_seconds": round(seconds, 1),
