@@ -9,7 +9,8 @@ alternating chunks so that load from other processes hits both alike, then extra
   (``Pad(2)`` or ``Resize(32)``, ``ToTensor``, ``Normalize``), fp32, denormal floats not flushed
   (what a plain PyTorch script does);
 - ours: the split in one tensor sliced by ``TensorLoader``, ``get_device`` (flushes denormals) and
-  the precision ``--precision auto`` resolves to (bf16 autocast on a CPU that has bf16).
+  the precision ``--precision auto`` resolves to (``wgan_gp.choose_precision``: fp32 on a CPU).
+  ``--compare-precision`` times our loop in the other precision too, in the same rounds.
 
 ``--quality-steps N`` also trains fp32 and bf16 from the same weights, data order and noise for N
 critic steps each and reports the judge's Frechet distance and class accuracy of both generators:
@@ -36,7 +37,7 @@ import wgan_gp as W  # noqa: E402
 from common import data as D  # noqa: E402
 from common.cli import run_main  # noqa: E402
 from common.paths import data_root, run_dir  # noqa: E402
-from common.training import get_device, resolve_precision, seed_everything  # noqa: E402
+from common.training import get_device, seed_everything  # noqa: E402
 
 
 def reference_loader(root: Path, batch_size: int, resize: bool):
@@ -96,19 +97,24 @@ def speed(args, cfg, device, precision) -> dict:
     ours_loader = D.TensorLoader(x, split.y.to(device), batch_size=cfg.batch_size, drop_last=True, seed=0)
     ref = Side("reference", models, reference_loader(root, cfg.batch_size, cfg.resize), cfg, device, "fp32", False)
     ours = Side("ours", models, ours_loader, cfg, device, precision, True)
-    for side in (ref, ours):
+    sides = [ref, ours]
+    if args.compare_precision:  # the other precision on our loader, timed in the same rounds
+        other = "fp32" if precision == "bf16" else "bf16"
+        loader2 = D.TensorLoader(x, split.y.to(device), batch_size=cfg.batch_size, drop_last=True, seed=0)
+        sides.append(Side(f"ours_{other}", models, loader2, cfg, device, other, True))
+    for side in sides:
         side.run(cfg.n_critic, timed=False)  # warm-up (allocator, oneDNN kernels)
     done = 0
     while done < args.batches:  # alternate chunks so both sides share the same background load
         n = min(args.chunk, args.batches - done)
-        for side in (ref, ours):
+        for side in sides:
             side.run(n)
         done += n
-        print(f"  {done}/{args.batches} batches: reference {ref.seconds:.1f}s, ours {ours.seconds:.1f}s", flush=True)
+        print(f"  {done}/{args.batches} batches: " + ", ".join(f"{s.name} {s.seconds:.1f}s" for s in sides), flush=True)
     per_epoch = len(ours_loader)
     out = {"batches_timed": args.batches, "batches_per_epoch": per_epoch, "n_critic": cfg.n_critic,
            "batch_size": cfg.batch_size, "precision_ours": precision, "threads": torch.get_num_threads()}
-    for side in (ref, ours):
+    for side in sides:
         out[side.name] = {"seconds": round(side.seconds, 3), "s_per_batch": side.seconds / args.batches,
                           "epoch_seconds_extrapolated": round(side.seconds / args.batches * per_epoch, 1)}
     out["speedup"] = ref.seconds / ours.seconds
@@ -117,6 +123,9 @@ def speed(args, cfg, device, precision) -> dict:
     print(f"ours (TensorLoader, {precision}, denormals flushed): {out['ours']['s_per_batch']:.3f} s/batch -> "
           f"{out['ours']['epoch_seconds_extrapolated']:.0f} s/epoch ({per_epoch} batches of {cfg.batch_size}, "
           f"n_critic {cfg.n_critic})")
+    for side in sides[2:]:
+        print(f"ours with {side.precision} instead: {out[side.name]['s_per_batch']:.3f} s/batch "
+              f"({ours.seconds / side.seconds:.2f}x the speed of {precision})")
     return out
 
 
@@ -152,6 +161,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batches", type=int, default=40, help="batches timed per side")
     parser.add_argument("--chunk", type=int, default=10, help="batches per alternating chunk")
     parser.add_argument("--precision", default="auto", choices=["fp32", "bf16", "auto"], help="our side's precision")
+    parser.add_argument("--compare-precision", action="store_true",
+                        help="also time our loop in the other precision (fp32 vs bf16) in the same rounds")
     parser.add_argument("--quality-steps", type=int, default=0, help="also compare fp32 vs bf16 quality after N critic steps")
     parser.add_argument("--n-eval", type=int, default=2000, help="samples judged per side in the quality check")
     parser.add_argument("--data-root", default=None)
@@ -159,7 +170,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     cfg = W.Config()
     device = get_device(args.device)
-    precision = resolve_precision(args.precision, device, conv_model=True)
+    precision = W.choose_precision(args.precision, device)
     results = {"device": str(device), "torch": torch.__version__}
     if args.quality_steps:
         results["quality"] = quality(args, cfg, device)

@@ -285,6 +285,15 @@ def generator_step(G: Generator, G_ema: Generator, Dc: Critic, opt_G, y: torch.T
     return loss_G.item()
 
 
+def choose_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> fp32 on a CPU: for these narrow convolutions (16-128 channels) and the GP's double
+    backward, bf16 autocast was no faster than fp32 on our 2-core bf16 CPU (``bench_wgan_gp.py
+    --compare-precision``, README); elsewhere ``common.training.resolve_precision`` decides."""
+    if precision == "auto" and device.type == "cpu":
+        return "fp32"
+    return resolve_precision(precision, device, conv_model=True)
+
+
 def train(cfg: Config, out_dir=None, log=print) -> Result:
     """Train G and D with eq. (1)-(2), n_critic critic steps per generator step, EMA after each G step.
 
@@ -292,7 +301,7 @@ def train(cfg: Config, out_dir=None, log=print) -> Result:
     with ``n_eval_epoch`` > 0 the judge scores G_ema's samples after every epoch."""
     seed_everything(cfg.seed)
     device = get_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device, conv_model=True)
+    precision = choose_precision(cfg.precision, device)
     folder = run_dir(COURSE, PART, cfg.name, out_dir or cfg.out_dir)
     x_all, y_all, source = load_data(cfg, device)
     run = Run(folder, {**cfg.to_dict(), "resolved_precision": precision, "device": str(device),
