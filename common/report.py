@@ -51,7 +51,7 @@ from .paths import DIST, OUTPUTS, ROOT
 COURSES = {"ee8520": "ee8520_hw2", "assignment3": "assignment3", "ece685d": "ece685d_hw5", "rdfia": "rdfia_tp2"}
 
 PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}", re.S)
-VALUE = re.compile(r"^(?P<ref>[\w\-./]+?)\.(?P<file>metrics|config)\.(?P<key>[\w\-.]+?)(?::(?P<fmt>[^:]*))?$")
+VALUE = re.compile(r"^(?P<ref>[\w\-./]+?)\.(?P<file>metrics|config)\.(?P<key>[^:{}]+?)(?::(?P<fmt>[^:{}]*))?$")
 RUN_MARKERS = ("metrics.json", "config.json")
 
 
