@@ -61,8 +61,8 @@ class Config(BaseConfig):
     n_eval_epoch: int = field(default=1000, metadata={"help": "G_ema samples judged after each epoch (0: off)"})
     name: str = field(default="default", metadata={"help": "run folder name under outputs/csc8851_hw2/wgan_gp/"})
 
-    QUICK: typing.ClassVar[dict] = {"epochs": 2, "batch_size": 64, "n_eval": 500, "n_eval_psi": 200,
-                                    "n_eval_epoch": 200}
+    QUICK: typing.ClassVar[dict] = {"epochs": 2, "batch_size": 64, "n_eval": 300, "n_eval_psi": 100,
+                                    "n_eval_epoch": 100}
 
 
 # --------------------------------------------------------------------------------------------
