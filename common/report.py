@@ -22,7 +22,8 @@ Placeholders in the body (filled before Markdown sees the text, so they work in 
     {{ abl/d_freq_2.metrics.final_d_loss }}   the same, in a sub-folder of the run
     {{ table: abl/ablation_table }}           a table the run wrote (<stem>.csv, else <stem>.md)
     {{ figure: gan/loss_monitoring.png | caption | 60% }}   a figure (caption and width optional)
-    {{ text: sweep/chosen.txt }}              the text of a small file the run wrote
+    {{ text: sweep/chosen.txt }}              the text of a small file the run wrote, inline
+    {{ markdown: sc/conclusion.md }}          a Markdown file the run wrote, as a block (its title dropped)
     {{ name }}                                the --name given
 
 A run, file or key that does not exist renders as a visible "(not yet run: make <target>)": a
@@ -251,11 +252,17 @@ def fill(src: Source, name: str) -> str:
             if table is None:
                 return f"\n\n<p>{missing(run.target, rest + ' table')}</p>\n\n"
             return "\n\n" + table_html(*table) + "\n\n"
-        if sep and kind == "text":
+        if sep and kind in ("text", "markdown"):
             run, path, rest = _split_ref(src, arg)
             if path is None or not path.is_file():
                 return missing(run.target, rest)
-            return _html.escape(path.read_text().strip())
+            text = path.read_text().strip()
+            if kind == "text":
+                return _html.escape(text)
+            lines = text.splitlines()
+            if lines and lines[0].startswith("#"):  # the file's own title: the report has its headings
+                lines = lines[1:]
+            return "\n\n" + "\n".join(lines).strip() + "\n\n"
         v = VALUE.match(inner)
         if v is None:
             raise ValueError(f"{src.path}: cannot read the placeholder {{{{ {inner} }}}}")
@@ -273,13 +280,13 @@ def fill(src: Source, name: str) -> str:
 
 def references(path: Path) -> dict:
     """What a report source reads, by kind: {"values": [(ref, file, key, fmt)], "figures": [ref],
-    "tables": [ref], "texts": [ref], "runs": {alias: spec}} (the tests build fake runs from it)."""
+    "tables": [ref], "texts": [ref], "markdowns": [ref], "runs": {alias: spec}} (the tests build fake runs from it)."""
     src = parse_source(path)
-    out = {"values": [], "figures": [], "tables": [], "texts": [], "runs": {a: r.spec for a, r in src.runs.items()}}
+    out = {"values": [], "figures": [], "tables": [], "texts": [], "markdowns": [], "runs": {a: r.spec for a, r in src.runs.items()}}
     for m in PLACEHOLDER.finditer(src.body):
         inner = m.group(1).strip()
         kind, sep, arg = inner.partition(":")
-        if sep and kind.strip() in ("figure", "table", "text"):
+        if sep and kind.strip() in ("figure", "table", "text", "markdown"):
             out[kind.strip() + "s"].append(arg.split("|")[0].strip())
         elif (v := VALUE.match(inner)) is not None:
             out["values"].append((v["ref"], v["file"], v["key"], v["fmt"]))
