@@ -127,3 +127,23 @@ zip-rdfia: $(STAMP) ## dist/<NAME>_RDFIA_TP2.zip
 
 clean: ## remove outputs/ and dist/ (keeps data/ and .venv)
 	rm -rf outputs dist
+
+# ---- Reports and gallery ----------------------------------------------------------------
+.PHONY: report-ee8520 report-assignment3 report-ece685d report-rdfia reports
+
+reports: report-ee8520 report-assignment3 report-ece685d report-rdfia ## every report PDF from the latest runs (NAME=...)
+
+report-ee8520: $(STAMP) ## dist/<NAME>_EE8520_F25.pdf from ee8520_hw2/report.md and the latest runs
+	$(PY) -m common.report ee8520 --name $(NAME)
+
+report-assignment3: $(STAMP) ## dist/<NAME>_Assignment3_PartII.pdf (at most 3 pages) from assignment3/report.md
+	$(PY) -m common.report assignment3 --name $(NAME)
+
+report-ece685d: $(STAMP) ## dist/<NAME>_ECE685D_HW5.pdf from ece685d_hw5/report.md and the latest runs
+	$(PY) -m common.report ece685d --name $(NAME)
+
+report-rdfia: $(STAMP) ## dist/<NAME>_RDFIA_TP2.pdf: answers to questions 1-9 from rdfia_tp2/report.md
+	$(PY) -m common.report rdfia --name $(NAME)
+
+gallery: $(STAMP) ## outputs/index.html: every figure and table of the latest runs, per course
+	$(PY) -m common.gallery
