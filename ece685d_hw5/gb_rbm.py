@@ -13,9 +13,11 @@ Its conditionals (Problem 2.1):
 
 sigma: the data are standardized to zero mean and unit variance before training (the template's
 ``(data - mean) / std``), and sigma_i is then fixed to 1 for every pixel rather than learned, so
-the formulas above lose every sigma. The free energy, with the hidden units summed out, is
+the formulas above lose every sigma. (``sigma`` can be set to another fixed value shared by all
+pixels, for experiments; the default and the handout's setting is 1.) The free energy, with the
+hidden units summed out, is
 
-    F(v) = sum_i (v_i - b_i)^2 / 2 - sum_j softplus( sum_i W_ij v_i + alpha_j ),
+    F(v) = sum_i (v_i - b_i)^2 / (2 sigma^2) - sum_j softplus( sum_i W_ij v_i / sigma + alpha_j ),
 
 and CD-k minimises mean(F(x)) - mean(F(x_k)), where x_k is the visible state after k steps of
 block Gibbs sampling started at the data and is held constant (no gradient through the chain).
@@ -33,11 +35,13 @@ import torch.nn.functional as F
 class RBM(nn.Module):
     """Gaussian (visible) - Bernoulli (hidden) RBM with unit visible variance.
 
-    D: number of visible units (784), F: number of hidden units (M), k: Gibbs steps of CD-k.
+    D: number of visible units (784), F: number of hidden units (M), k: Gibbs steps of CD-k,
+    sigma: the fixed standard deviation of every visible unit (1 for standardized data).
     """
 
-    def __init__(self, D: int, F: int, k: int):
+    def __init__(self, D: int, F: int, k: int, sigma: float = 1.0):
         super().__init__()
+        self.sigma = float(sigma)
         self.W = nn.Parameter(torch.randn(F, D) * 1e-2)  # N(0, 1e-4), as in the template
         self.c = nn.Parameter(torch.zeros(D))  # visible bias (b_i of the handout)
         self.b = nn.Parameter(torch.zeros(F))  # hidden bias (alpha_j of the handout)
@@ -48,21 +52,21 @@ class RBM(nn.Module):
         return torch.bernoulli(p)
 
     def sample_gaussian(self, p: torch.Tensor) -> torch.Tensor:
-        """Gaussian draw v ~ N(p, 1) for visible units (sigma = 1 after standardization)."""
-        return p + torch.randn_like(p)
+        """Gaussian draw v ~ N(p, sigma^2) for visible units (sigma = 1 after standardization)."""
+        return p + self.sigma * torch.randn_like(p)
 
     def P_h_x(self, x: torch.Tensor) -> torch.Tensor:
-        """p(h = 1 | v) = sigmoid(W v + alpha), shape (N, F)."""
-        return torch.sigmoid(F.linear(x, self.W, self.b))
+        """p(h = 1 | v) = sigmoid(W v / sigma + alpha), shape (N, F)."""
+        return torch.sigmoid(F.linear(x / self.sigma, self.W, self.b))
 
     def P_x_h(self, h: torch.Tensor) -> torch.Tensor:
-        """E[v | h] = b + W^T h, the mean of the Gaussian visible units, shape (N, D)."""
-        return F.linear(h, self.W.t(), self.c)
+        """E[v | h] = b + sigma W^T h, the mean of the Gaussian visible units, shape (N, D)."""
+        return F.linear(h, self.W.t() * self.sigma, self.c)
 
     def free_energy(self, x: torch.Tensor) -> torch.Tensor:
-        """F(v) = ||v - b||^2 / 2 - sum_j softplus(W_j . v + alpha_j), one value per row."""
-        visible = 0.5 * ((x - self.c) ** 2).sum(dim=1)
-        hidden = F.softplus(F.linear(x, self.W, self.b)).sum(dim=1)
+        """F(v) = ||v - b||^2 / (2 sigma^2) - sum_j softplus(W_j . v / sigma + alpha_j), one value per row."""
+        visible = ((x - self.c) ** 2).sum(dim=1) / (2 * self.sigma ** 2)
+        hidden = F.softplus(F.linear(x / self.sigma, self.W, self.b)).sum(dim=1)
         return visible - hidden
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,7 +84,7 @@ class RBM(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """The deterministic one-step reconstruction E[v | h = p(h|v)] = b + W^T sigmoid(W v + alpha)."""
+        """The deterministic one-step reconstruction E[v | h = p(h|v)] = b + sigma W^T sigmoid(W v / sigma + alpha)."""
         return self.P_x_h(self.P_h_x(x))
 
 
@@ -95,9 +99,9 @@ def brute_force_free_energy(rbm: RBM, x: torch.Tensor) -> torch.Tensor:
     n_hidden = rbm.W.shape[0]
     states = torch.tensor([[(s >> j) & 1 for j in range(n_hidden)] for s in range(2 ** n_hidden)],
                           dtype=x.dtype)
-    # -E(v, h) = h^T W v - ||v - b||^2 / 2 + alpha^T h, for every (v, h) pair
-    neg_energy = (x @ rbm.W.t() @ states.t() + (states @ rbm.b)[None, :]
-                  - 0.5 * ((x - rbm.c) ** 2).sum(1, keepdim=True))
+    # -E(v, h) = h^T W v / sigma - ||v - b||^2 / (2 sigma^2) + alpha^T h, for every (v, h) pair
+    neg_energy = ((x / rbm.sigma) @ rbm.W.t() @ states.t() + (states @ rbm.b)[None, :]
+                  - ((x - rbm.c) ** 2).sum(1, keepdim=True) / (2 * rbm.sigma ** 2))
     return -torch.logsumexp(neg_energy, dim=1)
 
 

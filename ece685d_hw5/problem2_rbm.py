@@ -49,6 +49,8 @@ class Config(BaseConfig):
     hidden: typing.List[int] = dataclasses.field(default_factory=lambda: [16, 64, 256],
                                                  metadata={"help": "the values of M to train"})
     k: int = dataclasses.field(default=5, metadata={"help": "Gibbs steps of CD-k"})
+    sigma: float = dataclasses.field(default=1.0, metadata={
+        "help": "fixed std of every visible unit, in standardized units (the handout's setting: 1)"})
     weight_decay: float = 0.0
     standardize: str = dataclasses.field(default="global", metadata={
         "choices": ["global", "batch"],
@@ -94,7 +96,7 @@ def train_one(cfg: Config, m: int, x_train, x_test, standardizer, folder, device
     """Train one RBM with ``m`` hidden units (resuming if asked) and return it with its run."""
     run = Run(folder / f"M{m}", {**cfg.to_dict(), "M": m})
     seed_everything(cfg.seed)
-    rbm = RBM(D, m, cfg.k).to(device)
+    rbm = RBM(D, m, cfg.k, sigma=cfg.sigma).to(device)
     optimizer = torch.optim.Adam(rbm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loader = TensorLoader(x_train, batch_size=cfg.batch_size, seed=cfg.seed)
     objects = {"rbm": rbm, "optimizer": optimizer, "loader": loader}

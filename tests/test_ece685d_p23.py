@@ -38,9 +38,9 @@ def _run(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedPro
 # Problem 2: Gaussian-Bernoulli RBM
 
 
-def _random_rbm(D: int, F: int, seed: int = 0) -> gb.RBM:
+def _random_rbm(D: int, F: int, seed: int = 0, sigma: float = 1.0) -> gb.RBM:
     torch.manual_seed(seed)
-    rbm = gb.RBM(D, F, k=5)
+    rbm = gb.RBM(D, F, k=5, sigma=sigma)
     with torch.no_grad():
         rbm.W.normal_(0, 0.5)
         rbm.b.normal_(0, 0.5)
@@ -69,8 +69,9 @@ def test_rbm_template_initialisation_and_shapes():
     assert rbm.reconstruct(x).shape == (7, 784)
 
 
-def test_free_energy_matches_brute_force_sum_over_hidden_states():
-    rbm = _random_rbm(D=5, F=4)
+@pytest.mark.parametrize("sigma", [1.0, 0.5])
+def test_free_energy_matches_brute_force_sum_over_hidden_states(sigma):
+    rbm = _random_rbm(D=5, F=4, sigma=sigma)
     x = torch.randn(6, 5)
     with torch.no_grad():
         torch.testing.assert_close(rbm.free_energy(x), gb.brute_force_free_energy(rbm, x))
@@ -79,22 +80,37 @@ def test_free_energy_matches_brute_force_sum_over_hidden_states():
         terms = []
         for s in range(2 ** 4):
             h = torch.tensor([(s >> j) & 1 for j in range(4)], dtype=torch.float)
-            energy = -((v[:, None] * rbm.W.t() * h[None, :]).sum()
-                       - ((v - rbm.c) ** 2).sum() / 2 + (rbm.b * h).sum())
+            energy = -((v[:, None] / sigma * rbm.W.t() * h[None, :]).sum()
+                       - ((v - rbm.c) ** 2).sum() / (2 * sigma ** 2) + (rbm.b * h).sum())
             terms.append(-energy)
         assert math.isclose(-torch.logsumexp(torch.stack(terms), 0).item(), rbm.free_energy(x[:1]).item(),
                             rel_tol=1e-5)
 
 
-def test_hidden_conditional_matches_the_energy():
-    """p(h_j = 1 | v) from P_h_x equals the marginal of exp(-E(v, h)) over the other hidden units."""
-    rbm = _random_rbm(D=4, F=3, seed=1)
+@pytest.mark.parametrize("sigma", [1.0, 0.5])
+def test_conditionals_match_the_energy(sigma):
+    """p(h_j = 1 | v) from P_h_x equals the marginal of exp(-E(v, h)) over the other hidden units,
+    and p(v | h) is the Gaussian N(c + sigma W^T h, sigma^2) read off the energy."""
+    rbm = _random_rbm(D=4, F=3, seed=1, sigma=sigma)
     x = torch.randn(5, 4)
     states = torch.tensor([[(s >> j) & 1 for j in range(3)] for s in range(8)], dtype=torch.float)
     with torch.no_grad():
-        neg_energy = x @ rbm.W.t() @ states.t() + states @ rbm.b  # the v-only term cancels
+        neg_energy = (x / sigma) @ rbm.W.t() @ states.t() + states @ rbm.b  # the v-only term cancels
         p = neg_energy.softmax(dim=1)  # p(h | v) over the 8 states
         torch.testing.assert_close(p @ states, rbm.P_h_x(x))
+        # -E is quadratic in v with leading coefficient -1/(2 sigma^2) and maximum at the mean
+        h = states[5:6]
+        mean = rbm.P_x_h(h)
+        def neg_e(v):
+            return (v / sigma) @ rbm.W.t() @ h.t() - ((v - rbm.c) ** 2).sum(1, keepdim=True) / (2 * sigma ** 2)
+        eps = 1e-2
+        for i in range(4):
+            step = torch.zeros(1, 4)
+            step[0, i] = eps
+            assert abs((neg_e(mean + step) - neg_e(mean - step)).item()) < 1e-4  # stationary at the mean
+        torch.manual_seed(0)
+        draws = rbm.sample_gaussian(mean.expand(20000, 4))
+        assert abs((draws - mean).std().item() - sigma) < 0.02 * sigma
 
 
 def test_cd_loss_gradient_is_positive_minus_negative_phase():
