@@ -17,7 +17,7 @@ stable batch size (most events, then the largest spread of G's per-epoch loss) i
 ``metrics.json`` for Part II.3.
 
 Outputs in ``outputs/assignment3/batch_sizes/<name>/``: ``losses_equal_epochs.png``,
-``losses_equal_updates.png``, ``quality.png``, ``samples.png``, ``stability.png``,
+``losses_equal_updates.png``, ``quality.png``, ``fd_equal_updates.png``, ``samples.png``, ``stability.png``,
 ``batch_sizes.md``/``.csv``, ``metrics.json``, ``config.json``, one ``bs_<B>/`` run folder each.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ import mlp_gan as M
 from common.cli import parse_config, run_main
 from common.metrics import Evaluator
 from common.paths import run_dir
-from common.plotting import plot_bars, plot_panels, save_grid
+from common.plotting import plot_bars, plot_curves, plot_panels, save_grid
 from common.tables import write_table
 from common.training import Run, get_device, resolve_precision, seed_everything
 
@@ -112,17 +112,18 @@ def main(argv=None) -> dict:
         f"{FD} at equal epochs": {f"batch {bs}": ([e["epoch"] for e in results[bs]["evals"] if e["epoch"] == int(e["epoch"])],
                                                   [e[key] for e in results[bs]["evals"] if e["epoch"] == int(e["epoch"])])
                                   for bs in sizes},
-        f"{FD} vs updates (x axis: updates)": {f"batch {bs}": ([e["step"] for e in results[bs]["evals"] if e["step"] <= budget],
-                                                   [e[key] for e in results[bs]["evals"] if e["step"] <= budget])
-                                   for bs in sizes},
         "class diversity at equal epochs": {f"batch {bs}": ([e["epoch"] for e in results[bs]["evals"] if e["epoch"] == int(e["epoch"])],
                                                             [e["class_entropy"] for e in results[bs]["evals"] if e["epoch"] == int(e["epoch"])])
                                             for bs in sizes},
-    }, study.path("quality.png"), xlabel="epoch", ncols=3,
+    }, study.path("quality.png"), xlabel="epoch", ncols=2,
         title=f"Judge-based quality ({cfg.n_eval} samples; FD floor real train vs test {evaluator.floor:.2f})",
-        ylabels={f"{FD} at equal epochs": "FD (lower is better)", f"{FD} vs updates (x axis: updates)": "FD (x axis: updates)",
+        ylabels={f"{FD} at equal epochs": "FD (lower is better)",
                  "class diversity at equal epochs": "class entropy (nats, max 2.30)"},
-        logy=[f"{FD} at equal epochs", f"{FD} vs updates (x axis: updates)"])
+        logy=[f"{FD} at equal epochs"])
+    plot_curves({f"batch {bs}": ([e["step"] for e in results[bs]["evals"] if e["step"] <= budget],
+                                 [e[key] for e in results[bs]["evals"] if e["step"] <= budget]) for bs in sizes},
+                study.path("fd_equal_updates.png"), title=f"Equal updates: {FD} over the first {budget} updates",
+                xlabel="update (optimizer step)", ylabel="FD on judge features (lower is better)", logy=True)
 
     save_grid(torch.cat([results[bs]["samples"] for bs in sizes]), study.path("samples.png"), nrow=cfg.n_show,
               title=f"Equal epochs: samples after {cfg.epochs} epochs (same noise)",

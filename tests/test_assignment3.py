@@ -161,7 +161,7 @@ def test_training_stages_quick(tmp_path):
 def test_batch_sizes_then_schedules_quick(tmp_path):
     bs_out, sch_out = tmp_path / "bs", tmp_path / "sch"
     _run("part2_batch_sizes.py", bs_out)
-    for name in ("losses_equal_epochs.png", "losses_equal_updates.png", "quality.png", "samples.png",
+    for name in ("losses_equal_epochs.png", "losses_equal_updates.png", "quality.png", "fd_equal_updates.png", "samples.png",
                  "stability.png", "batch_sizes.md", "batch_sizes.csv", "config.json"):
         assert (bs_out / name).exists(), name
     m = json.loads((bs_out / "metrics.json").read_text())
