@@ -132,7 +132,7 @@ def main(argv=None) -> dict:
               f"D(x, y) {row['D_x']:.3f}, D(G(z, y), y) {row['D_G_z']:.3f} ({seconds:.1f} s)")
         run.checkpoint(epoch + 1, objects)
 
-    plot_training(run, title, keep)
+    plot_training(run, title, keep, col_labels=list(split.info.classes), xlabel="class y (one fixed z per column)")
     # The practical's closing test: rows = classes, columns share z.
     z, yk = conditional_grid_inputs(cfg.nz, n_classes, 10, torch.Generator().manual_seed(777 + cfg.seed))
     grid = generate(G, z, device, precision, D.one_hot(yk, n_classes))

@@ -170,7 +170,8 @@ def fixed_noise(nz: int, n: int, seed: int, offset: int = 1234) -> torch.Tensor:
     return sample_z(n, nz, torch.Generator().manual_seed(offset + seed))
 
 
-def plot_training(run: Run, title: str, keep: Keep, value_range=(-1, 1)) -> None:
+def plot_training(run: Run, title: str, keep: Keep, value_range=(-1, 1), col_labels=None,
+                  xlabel: str = "fixed z") -> None:
     h = run.history
     steps = h.series("step")
     plot_panels({"losses": {"D loss": (steps, h.series("d_loss")), "G loss": (steps, h.series("g_loss"))},
@@ -180,7 +181,8 @@ def plot_training(run: Run, title: str, keep: Keep, value_range=(-1, 1)) -> None
     rows = keep["progress"]
     save_grid(torch.cat(rows), run.path("samples_over_training.png"), nrow=len(rows[0]),
               title=f"{title}: fixed-noise samples over training", value_range=value_range,
-              row_labels=[f"epoch {e}" for e in keep["progress_epochs"]], ylabel="epoch", xlabel="fixed z")
+              row_labels=[f"epoch {e}" for e in keep["progress_epochs"]], ylabel="epoch", xlabel=xlabel,
+              col_labels=col_labels)
     if keep.get("fd"):
         plot_curves({"generated vs MNIST test": (keep["fd_epochs"], keep["fd"]),
                      "floor: MNIST train vs test": (keep["fd_epochs"], [keep["fd_floor"]] * len(keep["fd"]))},
