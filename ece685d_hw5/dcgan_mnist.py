@@ -209,7 +209,8 @@ def accuracy(layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def linear_probe(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Tensor, y_test: torch.Tensor,
-                 weight_decays=(1e-4, 1e-3, 1e-2, 1e-1), val_fraction: float = 0.2, seed: int = 0) -> dict:
+                 weight_decays=(1e-4, 1e-3, 1e-2, 1e-1), val_fraction: float = 0.2, seed: int = 0,
+                 max_iter: int = 200) -> dict:
     """Train a linear classifier on standardized frozen features; return train/test accuracy.
 
     The L2 strength is chosen on a seeded stratified ``val_fraction`` of the TRAIN features
@@ -219,10 +220,11 @@ def linear_probe(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Ten
 
     tr, va = train_val_split(y_train, val_fraction, seed=seed)
     a, b = standardize(f_train[tr], f_train[va])
-    val_acc = {wd: accuracy(fit_linear(a, y_train[tr], wd, seed=seed), b, y_train[va]) for wd in weight_decays}
+    val_acc = {wd: accuracy(fit_linear(a, y_train[tr], wd, max_iter=max_iter, seed=seed), b, y_train[va])
+               for wd in weight_decays}
     best = max(weight_decays, key=lambda wd: (val_acc[wd], wd))  # ties: the stronger penalty
     x_train, x_test = standardize(f_train, f_test)
-    layer = fit_linear(x_train, y_train, best, seed=seed)
+    layer = fit_linear(x_train, y_train, best, max_iter=max_iter, seed=seed)
     return {"train_accuracy": accuracy(layer, x_train, y_train), "test_accuracy": accuracy(layer, x_test, y_test),
             "weight_decay": best, "val_accuracy": val_acc[best], "feature_dim": f_train.shape[1],
             "n_train": len(y_train), "n_test": len(y_test)}

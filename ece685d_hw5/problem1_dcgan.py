@@ -48,6 +48,9 @@ class Config(BaseConfig):
     precision: str = field(default="fp32", metadata={"choices": ["fp32", "bf16", "auto"]})
     probe_fraction: float = field(default=0.1, metadata={"help": "share of the train split for the probe"})
     n_eval: int = field(default=10000, metadata={"help": "generated images for the quality report"})
+    train_images: int = field(default=0, metadata={
+        "help": "train the GAN on a stratified subset of this many train images (0: the whole split); "
+                "for timing runs. The probe always uses --probe-fraction of the whole split"})
     name: str = field(default="dcgan", metadata={"help": "run folder name"})
 
     QUICK = {"epochs": 1, "batch_size": 64, "n_eval": 256}
@@ -91,6 +94,9 @@ def train_gan(cfg: Config, run: Run, x_train: torch.Tensor, device, precision: s
             run.guard(epoch, d_loss=out["d_loss"], g_loss=out["g_loss"])
             run.history.log_step(step=run.step, epoch=epoch + 1, **out)
             bar.set_postfix(d=f"{out['d_loss']:.3f}", g=f"{out['g_loss']:.3f}")
+            if run.step % 100 == 0:  # a line for logs (the bar is silent outside a terminal)
+                print(f"  iteration {run.step}: D loss {out['d_loss']:.3f}, G loss {out['g_loss']:.3f} "
+                      f"({time.time() - t0:.0f} s into epoch {epoch + 1})", flush=True)
         seconds = time.time() - t0
         samples.rows.append(generate(G, fixed_z).cpu())
         last = run.history.steps[-len(loader):]
@@ -163,17 +169,18 @@ def main(argv=None) -> None:
     print(f"[problem 1] {len(train)} train / {len(test)} test images ({train.source}); device {device}, "
           f"{precision}; run folder {run.dir}")
 
-    G, D, D_random, samples = train_gan(cfg, run, images(train, "tanh", device=device), device, precision)
+    gan_train = train.subset(stratified_subset(train.y, cfg.train_images, seed=cfg.seed)) if cfg.train_images else train
+    G, D, D_random, samples = train_gan(cfg, run, images(gan_train, "tanh", device=device), device, precision)
     gan_figures(cfg, run, G, samples, device)
+    run.write_metrics(probe(cfg, run, D, D_random, train, test, device))
     z = torch.randn(cfg.n_eval, cfg.nz, generator=torch.Generator().manual_seed(cfg.seed + 3)).to(device)
     report = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root).report(generate(G, z))
     seconds = run.history.series("seconds", per="epoch")
     run.write_metrics({**report, "epochs": len(seconds), "seconds_per_epoch": sum(seconds) / max(1, len(seconds)),
-                       "data_source": train.source, "n_train": len(train), "precision": precision})
+                       "data_source": train.source, "n_train_gan": len(gan_train), "precision": precision})
     print(f"[problem 1.1] Frechet distance {report['frechet_distance']:.2f} "
           f"(floor {report['frechet_floor_train_vs_test']:.2f}), class entropy {report['class_entropy']:.3f} "
           f"of {report['class_entropy_max']:.3f}")
-    run.write_metrics(probe(cfg, run, D, D_random, train, test, device))
     print(f"[problem 1] outputs in {run.dir}")
 
 
