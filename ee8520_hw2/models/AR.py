@@ -14,9 +14,9 @@ output at a pixel would (weakly) depend on later pixels through the batch mean. 
 connections keep the 7-layer stack easy to train instead.
 
 Two speed paths, both exact (the test checks them against the plain versions):
-- training: a masked convolution can be computed only over its causal taps (the rows above as one
-  convolution, the centre row's left part as another, as the shifted convolutions of PixelCNN++),
-  which skips the ~half of the kernel that the mask zeroes (``set_conv_impl``);
+- training: a masked convolution can skip the kernel rows below the centre, which the mask
+  zeroes: a (p+1) x k convolution of the input shifted down (top padding only), as PixelCNN++'s
+  shifted convolutions do (``set_conv_impl(model, "taps")``);
 - sampling (``sample_fast``): every pixel's activations are computed once, at the step that creates
   them, from cached activations of earlier pixels, instead of 784 full forward passes (``sample_naive``).
 """
@@ -61,19 +61,18 @@ class MaskedConv2d(nn.Conv2d):
         return self._conv_forward(x, self.weight * self.mask, self.bias)
 
     def _forward_taps(self, x):
-        """The same result from only the unmasked taps (p = k // 2, 'same' output size):
+        """The same result without the kernel rows below the centre (all masked): a (p+1) x k
+        convolution of x padded p rows on top only (p = k // 2), so the output at row i sees
+        input rows i-p..i. For 3x3 kernels that is 6 of 9 taps, for 7x7 28 of 49.
 
-        rows above:  conv of x shifted down one row (top-padded by p) with weight[:, :, :p, :]
-        centre row:  conv of x (left-padded by p; A also drops the centre) with weight[:, :, p, :p(+1)]
+        p = 1: symmetric padding and dropping the one extra output row is cheaper than copying
+        the input into a padded tensor; wider kernels pad the input instead.
         """
         p = self.kernel_size[0] // 2
-        w = self.weight
-        above = F.conv2d(F.pad(x[:, :, :-1], (p, p, p, 0)), w[:, :, :p, :])
-        if self.mask_type == "B":
-            row = F.conv2d(F.pad(x, (p, 0, 0, 0)), w[:, :, p:p + 1, :p + 1], self.bias)
-        else:
-            row = F.conv2d(F.pad(x[..., :-1], (p, 0, 0, 0)), w[:, :, p:p + 1, :p], self.bias)
-        return above + row
+        w = (self.weight * self.mask)[:, :, :p + 1]
+        if p == 1:
+            return F.conv2d(x, w, self.bias, padding=(p, p))[:, :, :x.shape[2]]
+        return F.conv2d(F.pad(x, (p, p, p, 0)), w, self.bias)
 
 
 class ConditionalMaskedConv2d(MaskedConv2d):
@@ -161,8 +160,8 @@ class ConditionalPixelCNN(_PixelCNNBase):
 
 
 def set_conv_impl(model: nn.Module, impl: str) -> nn.Module:
-    """``'taps'``: masked convolutions computed over their causal taps only; ``'masked'``: the full
-    kernel times the mask. Same parameters and (up to rounding) the same outputs."""
+    """``'taps'``: masked convolutions computed without their all-masked kernel rows (rows above and
+    the centre row only); ``'masked'``: the full kernel times the mask. Same parameters and (up to rounding) the same outputs."""
     if impl not in ("taps", "masked"):
         raise ValueError("impl must be 'taps' or 'masked'")
     for m in model.modules():
@@ -194,12 +193,15 @@ def _logits(model, x, y):
 
 
 @torch.no_grad()
-def sample_naive(model, uniforms, y=None):
-    """The textbook loop: 784 full forward passes over the whole image, one pixel kept each time."""
+def sample_naive(model, uniforms, y=None, rows=None):
+    """The textbook loop: 784 full forward passes over the whole image, one pixel kept each time.
+
+    ``rows`` stops after that many rows (the benchmark times a prefix of the loop); later rows stay 0.
+    """
     model.eval()
     x = torch.zeros_like(uniforms)
     _, _, height, width = x.shape
-    for i in range(height):
+    for i in range(height if rows is None else min(rows, height)):
         for j in range(width):
             p = torch.sigmoid(_logits(model, x, y)[:, :, i, j].float())
             x[:, :, i, j] = (uniforms[:, :, i, j] < p).to(x.dtype)

@@ -1,0 +1,143 @@
+"""Benchmark (EE 8520 HW2 Step 2, issue 8): one PixelCNN training step, ours vs the plain baseline.
+
+Same architecture (``PixelCNN()``: 7x7 A + six residual 3x3 B blocks, 64 channels), same batch of
+128, same Adam step, side by side in this run:
+- baseline: fp32, NCHW, every masked conv as a full-kernel convolution with ``weight * mask``;
+- ours: bf16 autocast (where the CPU supports it), channels_last, and masked convs computed over
+  their causal taps only (``set_conv_impl(model, "taps")``); plus the intermediate variants, so
+  the table shows what each switch buys.
+Steps of the variants are interleaved in rounds so a change in machine load hits all alike; the
+median step time counts. Then baseline and ours train from the same initialization on the same
+batches for the same number of steps, and both are scored by fp32 test NLL (nats per image): the
+speed-up only counts if ours is within 0.3 nats of the baseline.
+
+    cd ee8520_hw2 && python bench_training.py [--steps 120] [--rounds 4]
+
+Last line: ``pixelcnn training speedup: <ratio>x`` (target 2.5x).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+
+from common import data as D
+from common.cli import run_main
+from common.training import autocast, cpu_supports_bf16, get_device, seed_everything
+from models.AR import PixelCNN, nll_nats_per_image, set_conv_impl
+
+PIXELS = 784
+
+
+class Variant:
+    def __init__(self, name, precision, channels_last, impl, model):
+        self.name, self.precision, self.channels_last, self.impl = name, precision, channels_last, impl
+        self.model = set_conv_impl(model, impl)
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.times: list[float] = []
+
+    def prep(self, x):
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def step(self, x, device):
+        """One BCEWithLogitsLoss training step; returns the loss (nats per image)."""
+        x = self.prep(x)
+        with autocast(device, self.precision):
+            logits = self.model(x)
+        loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), x)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.item() * PIXELS
+
+    @torch.no_grad()
+    def test_nll(self, x_test, batch=500):
+        self.model.eval()
+        total = sum(nll_nats_per_image(self.model(self.prep(x_test[i:i + batch])), x_test[i:i + batch]).sum().item()
+                    for i in range(0, len(x_test), batch))
+        self.model.train()
+        return total / len(x_test)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--steps", type=int, default=120, help="training steps of baseline and ours for the NLL check")
+    parser.add_argument("--rounds", type=int, default=4, help="timing rounds (each times every variant)")
+    parser.add_argument("--per-round", type=int, default=2, help="timed steps per variant per round")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--test-images", type=int, default=2000)
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    device = get_device(args.device)
+    seed_everything(args.seed)
+    try:
+        train, test = (D.load_split("mnist", s, root=args.data_root) for s in ("train", "test"))
+    except D.DataError:
+        train, test = (D.load_split("mnist", s, root=args.data_root, quick=True) for s in ("train", "test"))
+        print(f"full MNIST not found: using the {train.source} data ({len(train)} train images)")
+    x_train = (D.images(train, "unit", device=device) > 0.5).float()  # the skeleton's threshold binarization
+    x_test = (D.images(test, "unit", device=device)[:args.test_images] > 0.5).float()
+    bf16 = "bf16" if (device.type != "cpu" or cpu_supports_bf16()) else "fp32"
+    print(f"PixelCNN() training step, batch {args.batch_size}, {torch.get_num_threads()} threads, device {device}, "
+          f"bf16 {'supported' if bf16 == 'bf16' else 'NOT supported: ours stays fp32'}")
+
+    torch.manual_seed(args.seed)
+    init = PixelCNN()
+    specs = [("baseline: fp32 NCHW, full kernel x mask", "fp32", False, "masked"),
+             ("fp32 NCHW, causal taps", "fp32", False, "taps"),
+             (f"{bf16} channels_last, full kernel x mask", bf16, True, "masked"),
+             (f"ours: {bf16} channels_last, causal taps", bf16, True, "taps")]
+    variants = [Variant(n, p, cl, impl, copy.deepcopy(init).to(device)) for n, p, cl, impl in specs]
+    base, ours = variants[0], variants[-1]
+
+    # Timing: interleaved rounds, fixed batches (the optimizer state moves on, which does not matter here)
+    g = torch.Generator().manual_seed(args.seed)
+    batches = [x_train[torch.randint(len(x_train), (args.batch_size,), generator=g)] for _ in range(args.per_round)]
+    for v in variants:  # warm-up (oneDNN primitive creation)
+        v.step(batches[0], device)
+    for _ in range(args.rounds):
+        for v in variants:
+            for xb in batches:
+                t0 = time.perf_counter()
+                v.step(xb, device)
+                v.times.append(time.perf_counter() - t0)
+    print("\nmedian time per training step:")
+    med = {v.name: statistics.median(v.times) for v in variants}
+    for v in variants:
+        print(f"  {v.name:<44} {med[v.name]:.3f} s  ({med[base.name] / med[v.name]:.2f}x)")
+
+    # Quality: baseline and ours from the same init, same batches, same number of steps
+    seed_everything(args.seed)
+    base = Variant(specs[0][0], "fp32", False, "masked", copy.deepcopy(init).to(device))
+    ours = Variant(specs[-1][0], bf16, True, "taps", copy.deepcopy(init).to(device))
+    loader = D.TensorLoader(x_train, batch_size=args.batch_size, seed=args.seed, drop_last=True)
+    done, t_train = 0, {base.name: 0.0, ours.name: 0.0}
+    while done < args.steps:
+        for (xb,) in loader:
+            for v in (base, ours):
+                t0 = time.perf_counter()
+                v.step(xb, device)
+                t_train[v.name] += time.perf_counter() - t0
+            done += 1
+            if done == args.steps:
+                break
+    nll_base, nll_ours = base.test_nll(x_test), ours.test_nll(x_test)
+    print(f"\nafter {args.steps} steps from the same init on the same batches, fp32 test NLL on {len(x_test)} images:")
+    print(f"  baseline {nll_base:.2f} nats/image ({t_train[base.name]:.1f} s of training)")
+    print(f"  ours     {nll_ours:.2f} nats/image ({t_train[ours.name]:.1f} s of training)")
+    gap = nll_ours - nll_base
+    print(f"  difference {gap:+.2f} nats: {'within' if abs(gap) <= 0.3 else 'NOT within'} 0.3 nats")
+    print(f"pixelcnn training speedup: {med[base.name] / med[ours.name]:.2f}x")
+
+
+if __name__ == "__main__":
+    run_main(main)
