@@ -426,8 +426,16 @@ def build_report(course: str, name: str, outputs_root: Path | None = None, dist:
     dist = Path(dist) if dist else DIST
     dist.mkdir(parents=True, exist_ok=True)
     html = dist / f"{stem}.html"
-    html.write_text(render_html(source, name, outputs_root))
+    page = render_html(source, name, outputs_root)
+    html.write_text(page)
     print(f"wrote {html}")
+    todo = sorted(set(re.findall(r'class="missing">\(not yet run: ([^)]*)\)', page)))
+    if todo:
+        n = page.count('class="missing"')
+        print(f"note: {n} numbers, tables or figures are not filled yet; run: "
+              + ", ".join(_html.unescape(t) for t in todo))
+    if "Built from quick runs" in page:
+        print("note: built from --quick runs; the report says so on its first page")
     out = {"html": html, "pdf": None, "pages": None}
     if pdf:
         out["pdf"] = html_to_pdf(html, dist / f"{stem}.pdf")
