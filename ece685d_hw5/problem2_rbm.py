@@ -52,6 +52,9 @@ class Config(BaseConfig):
     sigma: float = dataclasses.field(default=1.0, metadata={
         "help": "fixed std of every visible unit, in standardized units (the handout's setting: 1)"})
     weight_decay: float = 0.0
+    visible_bias_init: str = dataclasses.field(default="zeros", metadata={
+        "choices": ["zeros", "mean"],
+        "help": "zeros: the template's c = 0; mean: c = the standardized train mean image"})
     standardize: str = dataclasses.field(default="global", metadata={
         "choices": ["global", "batch"],
         "help": "global: train-set mean/std for every batch and the test set; batch: each batch's own (template)"})
@@ -97,6 +100,9 @@ def train_one(cfg: Config, m: int, x_train, x_test, standardizer, folder, device
     run = Run(folder / f"M{m}", {**cfg.to_dict(), "M": m})
     seed_everything(cfg.seed)
     rbm = RBM(D, m, cfg.k, sigma=cfg.sigma).to(device)
+    if cfg.visible_bias_init == "mean":
+        with torch.no_grad():
+            rbm.c.copy_(((x_train - standardizer.mean) / standardizer.std).mean(0))
     optimizer = torch.optim.Adam(rbm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loader = TensorLoader(x_train, batch_size=cfg.batch_size, seed=cfg.seed)
     objects = {"rbm": rbm, "optimizer": optimizer, "loader": loader}

@@ -262,9 +262,10 @@ def test_problem2_quick_end_to_end(tmp_path):
 
 def test_problem2_resume_continues_the_history(tmp_path):
     out = tmp_path / "p2r"
-    first = _run("problem2_rbm.py", "--quick", "--hidden", "16", "--epochs", "1", "--out-dir", str(out))
+    flags = ("--quick", "--hidden", "16", "--visible-bias-init", "mean", "--out-dir", str(out))
+    first = _run("problem2_rbm.py", *flags, "--epochs", "1")
     assert first.returncode == 0, first.stderr[-3000:]
-    second = _run("problem2_rbm.py", "--quick", "--hidden", "16", "--epochs", "2", "--resume", "--out-dir", str(out))
+    second = _run("problem2_rbm.py", *flags, "--epochs", "2", "--resume")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "continuing after epoch 1" in second.stdout
     with open(out / "M16" / "epochs.csv") as f:
