@@ -174,7 +174,7 @@ def main(argv=None):
             rec = to_unit(rbm, show_z[split], standardizer)
             plot_reconstructions(to_unit(None, show_z[split], standardizer), rec,
                                  folder / f"recon_{split}_M{m}.png", value_range=(0.0, 1.0),
-                                 title=f"GB-RBM, M = {m}: {split} images (left) and reconstructions (right)")
+                                 title=f"GB-RBM, M = {m}, {title}: {split} images (left) and reconstructions (right)")
             compare[split].append(rec[:16])
         panels[f"M = {m}"] = {
             "RBM train": hist.series("train_mse_std", "epoch"),
