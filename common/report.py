@@ -11,6 +11,7 @@ course's folder under ``outputs/`` and the runs it reads, each with the make tar
     pdf: {name}_EE8520_F25.pdf
     outputs: ee8520
     max-pages: 3                                  (optional: warn when the PDF is longer)
+    compact: yes                                  (optional: smaller type and margins, for a page limit)
     run gan: step1/gan | make ee8520-step1
     run p1: problem1/* | make ece685d-p1         (/*: the newest run folder under problem1/)
     ---
@@ -215,7 +216,8 @@ def _num_cell(text: str) -> str:
 
 
 def table_html(title: str, columns: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{_html.escape(c)}</th>" for c in columns)
+    # headers such as fd_equal_epochs may break after an underscore, so wide tables fit the page
+    head = "".join(f"<th>{_html.escape(c).replace('_', '_<wbr>')}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{_num_cell(c)}</td>" for c in r) + "</tr>" for r in rows)
     cap = f"<caption>{_html.escape(title)}</caption>" if title else ""
     return f'<table class="results">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
@@ -331,16 +333,24 @@ h3 { font-size: 11pt; margin: 9pt 0 3pt; } p { margin: 4pt 0; text-align: justif
 .byline { color: #444; margin-bottom: 8pt; }
 figure { margin: 6pt auto; text-align: center; break-inside: avoid; page-break-inside: avoid; }
 figure img { max-width: 100%; } figcaption { font-size: 9pt; color: #333; margin-top: 2pt; }
-table { border-collapse: collapse; margin: 6pt auto; font-size: 8.5pt; break-inside: avoid; }
-th, td { border: 1px solid #aaa; padding: 1.5pt 4pt; text-align: right; } th { background: #eee; text-align: center; }
+table { border-collapse: collapse; margin: 6pt auto; font-size: 8pt; break-inside: avoid; max-width: 100%; }
+th, td { border: 1px solid #aaa; padding: 1.5pt 3pt; text-align: right; } td { white-space: nowrap; } th { background: #eee; text-align: center; }
 td:first-child { text-align: left; } caption { font-size: 9pt; caption-side: top; margin-bottom: 2pt; color: #333; }
 code { font-size: 9pt; } pre { background: #f5f5f5; padding: 4pt; font-size: 8.5pt; overflow-x: hidden; }
 .missing { color: #b00020; font-style: italic; font-family: sans-serif; font-size: 9pt; }
 .missing-figure { border: 1px dashed #b00020; padding: 14pt; }
 .banner { border: 2px solid #b36b00; background: #fff4e0; padding: 6pt 8pt; margin: 6pt 0 10pt; font-family: sans-serif;
           font-size: 9.5pt; }
-.provenance { font-size: 8pt; color: #444; } .provenance td, .provenance th { font-size: 8pt; }
+.provenance { font-size: 7.5pt; color: #444; margin-top: 8pt; border-top: 1px solid #ccc; padding-top: 3pt;
+              text-align: left; } .provenance code { font-size: 7.5pt; }
 .MathJax_Display { margin: 4pt 0 !important; }
+"""
+
+# "compact: yes" in the header: for reports with a page limit
+COMPACT_CSS = """
+@page { margin: 11mm 13mm 11mm 13mm; }
+body { font-size: 9.5pt; line-height: 1.3; max-width: none; } h1 { font-size: 15pt; } h2 { font-size: 11.5pt; margin: 8pt 0 3pt; }
+figure { margin: 3pt auto; } figcaption { font-size: 8pt; } table { font-size: 7.5pt; } .banner { font-size: 8.5pt; padding: 4pt 6pt; }
 """
 
 MATHJAX_CONFIG = """<script type="text/x-mathjax-config">
@@ -362,24 +372,24 @@ def quick_banner(runs: list[RunRef]) -> str:
 
 
 def provenance(src: Source, outputs_root: Path) -> str:
-    rows = []
+    """One small paragraph: which run folder each name stands for, when it was written, quick or full."""
+    items = []
     for r in src.runs.values():
         if r.alias not in src.used:
             continue
         if r.folder is None:
-            rows.append(f"<tr><td>{r.alias}</td><td>{missing(r.target)}</td><td></td><td></td></tr>")
+            items.append(f"<b>{r.alias}</b>: {missing(r.target)}")
             continue
         try:
             where = r.folder.relative_to(outputs_root.parent)
         except ValueError:
             where = r.folder
         when = _dt.datetime.fromtimestamp(_stamp(r.folder), _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        rows.append(f"<tr><td>{r.alias}</td><td><code>{_html.escape(str(where))}</code></td><td>{when}</td>"
-                    f"<td>{'quick' if r.quick else 'full'}</td></tr>")
-    if not rows:
+        items.append(f"<b>{r.alias}</b>: <code>{_html.escape(str(where))}</code> ({'quick' if r.quick else 'full'} run, "
+                     f"{when})")
+    if not items:
         return ""
-    return ('<h2>Runs this report was built from</h2><table class="provenance"><thead><tr><th>run</th><th>folder</th>'
-            "<th>written</th><th>mode</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    return '<p class="provenance"><b>Runs this report was built from.</b> ' + "; ".join(items) + ".</p>"
 
 
 def render_html(source: Path, name: str, outputs_root: Path | None = None) -> str:
@@ -397,7 +407,8 @@ def render_html(source: Path, name: str, outputs_root: Path | None = None) -> st
     title = _html.escape(src.meta.get("title", "Report"))
     byline = " &middot; ".join(_html.escape(x) for x in (src.meta.get("subtitle", ""), name,
                                                         _dt.date.today().strftime("%B %d, %Y")) if x)
-    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title><style>{CSS}</style>\n'
+    css = CSS + (COMPACT_CSS if src.meta.get("compact", "").lower() in ("yes", "true", "1") else "")
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title><style>{css}</style>\n'
             f'{MATHJAX_CONFIG}\n<script type="text/javascript" src="{mathjax_url()}"></script></head>\n'
             f'<body>\n<h1>{title}</h1><div class="byline">{byline}</div>\n{quick_banner(used)}\n{body}\n'
             f"{provenance(src, outputs_root)}\n</body></html>\n")
