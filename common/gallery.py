@@ -117,7 +117,7 @@ td, th { border: 1px solid #bbb; padding: 2px 6px; text-align: right; } th { bac
 td:first-child { text-align: left; } caption { text-align: left; font-weight: bold; font-size: 12px; }
 .note { color: #666; font-size: 12px; } .label { font-weight: bold; font-size: 12px; margin: 6px 0 2px; }
 .keys { columns: 17em; column-gap: 24px; font-size: 12px; } .keys div { break-inside: avoid; border-bottom: 1px dotted #ddd; }
-.keys b { float: right; font-weight: 600; }
+.keys div { display: flex; justify-content: space-between; gap: 10px; } .keys span { overflow-wrap: anywhere; } .keys b { font-weight: 600; white-space: nowrap; }
 """
 
 
