@@ -9,7 +9,8 @@ alternating chunks so that load from other processes hits both alike, then extra
   (``Pad(2)`` or ``Resize(32)``, ``ToTensor``, ``Normalize``), fp32, denormal floats not flushed
   (what a plain PyTorch script does);
 - ours: the split in one tensor sliced by ``TensorLoader``, ``get_device`` (flushes denormals) and
-  the precision ``--precision auto`` resolves to (``wgan_gp.choose_precision``: fp32 on a CPU).
+  the precision ``--precision auto`` resolves to (``wgan_gp.choose_precision``: fp32 on a CPU),
+  channels-last memory format on a CPU (``wgan_gp.memory_format``).
   ``--compare-precision`` times our loop in the other precision too, in the same rounds.
 
 ``--quality-steps N`` also trains fp32 and bf16 from the same weights, data order and noise for N
@@ -59,9 +60,9 @@ def reference_loader(root: Path, batch_size: int, resize: bool):
 class Side:
     """One training loop under test: its own copy of the models, optimizers and batch iterator."""
 
-    def __init__(self, name, models, loader, cfg, device, precision, flush_denormal):
-        self.name, self.cfg, self.device, self.precision = name, cfg, device, precision
-        self.G, self.G_ema, self.D = (copy.deepcopy(m) for m in models)
+    def __init__(self, name, models, loader, cfg, device, precision, flush_denormal, fmt=torch.contiguous_format):
+        self.name, self.cfg, self.device, self.precision, self.fmt = name, cfg, device, precision, fmt
+        self.G, self.G_ema, self.D = (copy.deepcopy(m).to(memory_format=fmt) for m in models)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.loader, self.it = loader, iter(loader)
@@ -77,7 +78,7 @@ class Side:
             except StopIteration:
                 self.it = iter(self.loader)
                 x, y = next(self.it)
-            x, y = x.to(self.device), y.to(self.device)
+            x, y = x.to(self.device).contiguous(memory_format=self.fmt), y.to(self.device)
             W.critic_step(self.G, self.D, self.opt_D, x, y, self.cfg, self.device, self.precision)
             self.batches += 1
             if self.batches % self.cfg.n_critic == 0:
@@ -91,17 +92,18 @@ class Side:
 def speed(args, cfg, device, precision) -> dict:
     root = data_root(args.data_root)
     seed_everything(0)
-    models = W.build(cfg, device)
+    models = W.build(W.Config(channels_last=False), device)  # NCHW master copy; each side converts
+    fmt = W.memory_format(cfg, device)
     split = D.load_split("mnist", "train", root=root)
-    x = D.images(split, "tanh", size=32, resize=cfg.resize, device=device)
+    x = D.images(split, "tanh", size=32, resize=cfg.resize, device=device).contiguous(memory_format=fmt)
     ours_loader = D.TensorLoader(x, split.y.to(device), batch_size=cfg.batch_size, drop_last=True, seed=0)
     ref = Side("reference", models, reference_loader(root, cfg.batch_size, cfg.resize), cfg, device, "fp32", False)
-    ours = Side("ours", models, ours_loader, cfg, device, precision, True)
+    ours = Side("ours", models, ours_loader, cfg, device, precision, True, fmt)
     sides = [ref, ours]
     if args.compare_precision:  # the other precision on our loader, timed in the same rounds
         other = "fp32" if precision == "bf16" else "bf16"
         loader2 = D.TensorLoader(x, split.y.to(device), batch_size=cfg.batch_size, drop_last=True, seed=0)
-        sides.append(Side(f"ours_{other}", models, loader2, cfg, device, other, True))
+        sides.append(Side(f"ours_{other}", models, loader2, cfg, device, other, True, fmt))
     for side in sides:
         side.run(cfg.n_critic, timed=False)  # warm-up (allocator, oneDNN kernels)
     done = 0
@@ -120,7 +122,7 @@ def speed(args, cfg, device, precision) -> dict:
     out["speedup"] = ref.seconds / ours.seconds
     print(f"reference-style (DataLoader + PIL Pad/ToTensor/Normalize, fp32, denormals kept): "
           f"{out['reference']['s_per_batch']:.3f} s/batch -> {out['reference']['epoch_seconds_extrapolated']:.0f} s/epoch")
-    print(f"ours (TensorLoader, {precision}, denormals flushed): {out['ours']['s_per_batch']:.3f} s/batch -> "
+    print(f"ours (TensorLoader, {precision}, {'channels-last, ' if fmt == torch.channels_last else ''}denormals flushed): {out['ours']['s_per_batch']:.3f} s/batch -> "
           f"{out['ours']['epoch_seconds_extrapolated']:.0f} s/epoch ({per_epoch} batches of {cfg.batch_size}, "
           f"n_critic {cfg.n_critic})")
     for side in sides[2:]:
@@ -135,8 +137,9 @@ def quality(args, cfg, device) -> dict:
 
     seed_everything(0)
     models = W.build(cfg, device)
+    fmt = W.memory_format(cfg, device)
     split = D.load_split("mnist", "train", root=args.data_root)
-    x = D.images(split, "tanh", size=32, resize=cfg.resize, device=device)
+    x = D.images(split, "tanh", size=32, resize=cfg.resize, device=device).contiguous(memory_format=fmt)
     ev = Evaluator("mnist", device, data_root=args.data_root)
     y_eval = torch.arange(args.n_eval) % 10
     z_eval = W.noise(args.n_eval, cfg.z_dim, 123)
@@ -144,7 +147,7 @@ def quality(args, cfg, device) -> dict:
     for precision in ("fp32", "bf16"):
         torch.manual_seed(1)  # same noise draws on both sides
         loader = D.TensorLoader(x, split.y.to(device), batch_size=cfg.batch_size, drop_last=True, seed=0)
-        side = Side(precision, models, loader, cfg, device, precision, True)
+        side = Side(precision, models, loader, cfg, device, precision, True, fmt)
         side.run(args.quality_steps)
         rep = ev.report(W.generate(side.G, z_eval, y_eval), y_eval, resized=cfg.resize)
         out[precision] = {"frechet_distance": rep["frechet_distance"], "class_accuracy": rep["class_accuracy"],

@@ -52,6 +52,7 @@ class Config(BaseConfig):
     embed_dim: int = 32
     proj_dim: int = 128
     ema_decay: float = field(default=0.999, metadata={"help": "tau of the generator EMA"})
+    channels_last: bool = field(default=True, metadata={"help": "channels-last memory format on a CPU (faster convs)"})
     resize: bool = field(default=False, metadata={"help": "bilinear-resize 28->32 instead of padding"})
     grid_cols: int = field(default=10, metadata={"help": "N of the final 10 x N class grid"})
     interp_steps: int = field(default=10, metadata={"help": "K of the 10 x K interpolation panel"})
@@ -237,17 +238,25 @@ class Result:
     data_source: str = ""
 
 
+def memory_format(cfg: Config, device: torch.device) -> torch.memory_format:
+    """channels-last on a CPU (oneDNN's convolutions ran ~1.3x faster per training step there, see
+    README), the default layout elsewhere or with ``--no-channels-last``."""
+    return torch.channels_last if cfg.channels_last and device.type == "cpu" else torch.contiguous_format
+
+
 def build(cfg: Config, device: torch.device) -> tuple[Generator, Generator, Critic]:
-    """G, its frozen EMA copy (deepcopy, requires_grad=False) and D, on ``device``."""
-    G = Generator(cfg.z_dim, cfg.embed_dim).to(device)
-    D_ = Critic(proj_dim=cfg.proj_dim).to(device)
+    """G, its frozen EMA copy (deepcopy, requires_grad=False) and D, on ``device`` in ``memory_format``."""
+    fmt = memory_format(cfg, device)
+    G = Generator(cfg.z_dim, cfg.embed_dim).to(device, memory_format=fmt)
+    D_ = Critic(proj_dim=cfg.proj_dim).to(device, memory_format=fmt)
     return G, make_ema(G), D_
 
 
 def load_data(cfg: Config, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, str]:
     """MNIST train split as (N, 1, 32, 32) floats in [-1, 1] on ``device`` (padded, or resized)."""
     split = D.load_split("mnist", "train", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
-    return D.images(split, "tanh", size=32, resize=cfg.resize, device=device), split.y.to(device), split.source
+    x = D.images(split, "tanh", size=32, resize=cfg.resize, device=device)
+    return x.contiguous(memory_format=memory_format(cfg, device)), split.y.to(device), split.source
 
 
 def fixed_latents(cfg: Config, device) -> tuple[torch.Tensor, torch.Tensor]:
