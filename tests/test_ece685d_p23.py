@@ -262,7 +262,7 @@ def test_problem2_quick_end_to_end(tmp_path):
 
 def test_problem2_resume_continues_the_history(tmp_path):
     out = tmp_path / "p2r"
-    flags = ("--quick", "--hidden", "16", "--visible-bias-init", "mean", "--out-dir", str(out))
+    flags = ("--quick", "--hidden", "16", "--visible-bias-init", "zeros", "--out-dir", str(out))
     first = _run("problem2_rbm.py", *flags, "--epochs", "1")
     assert first.returncode == 0, first.stderr[-3000:]
     second = _run("problem2_rbm.py", *flags, "--epochs", "2", "--resume")
