@@ -114,7 +114,7 @@ figure { margin: 0; width: 360px; } figure img { width: 100%; border: 1px solid 
 figcaption { font-size: 12px; color: #333; }
 table { border-collapse: collapse; margin: 8px 0; font-size: 12px; }
 td, th { border: 1px solid #bbb; padding: 2px 6px; text-align: right; } th { background: #eee; }
-td:first-child { text-align: left; } caption { text-align: left; font-weight: bold; font-size: 12px; }
+td:first-child, td.t { text-align: left; } caption { text-align: left; font-weight: bold; font-size: 12px; }
 .note { color: #666; font-size: 12px; } .label { font-weight: bold; font-size: 12px; margin: 6px 0 2px; }
 .keys { columns: 17em; column-gap: 24px; font-size: 12px; } .keys div { break-inside: avoid; border-bottom: 1px dotted #ddd; }
 .keys div { display: flex; justify-content: space-between; gap: 10px; } .keys span { overflow-wrap: anywhere; } .keys b { font-weight: 600; white-space: nowrap; }

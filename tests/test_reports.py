@@ -135,7 +135,7 @@ def test_placeholder_syntax_and_missing_key(tmp_path):
     html = report.render_html(_mini(tmp_path, body), "Doe", tmp_path / "outputs")
     assert "FD 3.14, raw 3.142, 2, 25 epochs, n=10000" in html and "by Doe" in html
     assert "(not yet run: make thing) (no absent in metrics.json)" in html
-    assert "<th>E_<wbr>q log p(x|z)</th>" in html and "<td>-249</td>" in html
+    assert "<th>E_<wbr>q log p(x|z)</th>" in html and "<td>-249</td>" in html and '<td class="t">VAE</td>' in html
     assert "Figure 1.</b> a caption" in html and "(none.png)" in html
     assert "Built from quick runs" not in html
 
