@@ -287,7 +287,7 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
     plot_training(run, title, keep)
     grid_noise = fixed_noise(cfg.nz, 64, cfg.seed, offset=777)
     save_grid(generate(G, grid_noise, device, precision), run.path("samples.png"), nrow=8,
-              title=f"{title}: 64 samples after {cfg.epochs} epochs")
+              title=f"{title}: 64 samples after {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}")
     plot_interpolation(G, cfg.nz, device, precision, run.path("interpolation.png"), title, cfg.seed)
     torch.save(keep["progress"][-1], run.path("comparison_samples.pt"))
 
