@@ -21,6 +21,15 @@ from models.AR import (ConditionalMaskedConv2d, ConditionalPixelCNN, MaskedConv2
                        draw_uniforms, nll_nats_per_image, sample_fast, sample_naive, set_conv_impl)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one thread avoids OpenMP spin-waits on a busy CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _one_hot(labels):
     return F.one_hot(torch.as_tensor(labels), 10).float()
 
