@@ -123,7 +123,16 @@ def test_cd_loss_gradient_is_positive_minus_negative_phase():
     torch.testing.assert_close(rbm.W.grad, -(positive - negative))
 
 
-def test_cd5_training_reduces_reconstruction_mse_on_tiny_data():
+@pytest.fixture
+def one_thread():
+    """Tiny matrices: one thread avoids oversubscription on a shared CPU (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_cd5_training_reduces_reconstruction_mse_on_tiny_data(one_thread):
     torch.manual_seed(0)
     D = 64
     prototypes = (torch.rand(4, D) > 0.6).float()
