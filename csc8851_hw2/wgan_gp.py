@@ -272,7 +272,8 @@ def critic_step(G: Generator, Dc: Critic, opt_D, x: torch.Tensor, y: torch.Tenso
     with torch.no_grad(), autocast(device, precision):
         fake = G(z, y)
     with autocast(device, precision):
-        d_real, d_fake = Dc(x, y).float(), Dc(fake, y).float()
+        # real and fake in one batch: the same scores (D has no batch statistics), larger convolutions
+        d_real, d_fake = Dc(torch.cat([x, fake.to(x.dtype)]), torch.cat([y, y])).float().split(len(x))
         gp = critic_gradient_penalty(Dc, x, fake.float(), y).float()
         loss_C = critic_loss(d_real, d_fake, gp, cfg.lambda_gp)
     opt_D.zero_grad(set_to_none=True)
