@@ -185,13 +185,14 @@ def test_dcgan_quick_default_and_cgan(tmp_path):
 def test_dcgan_experiments_comparison_and_cifar_quick(tmp_path):
     out = tmp_path / "exp"
     proc = _run("tp2_dcgan.py", "--quick", "--epochs", "1", "--threads", "1", "--n-eval", "128",
-                "--experiment", "nz10,saturating,cifar10", "--out-dir", str(out), data_root=tmp_path / "empty")
+                "--experiment", "nz10,saturating,cifar10", "--out-dir", str(out))
     _ok(proc)
     for name in ("nz10", "saturating", "cifar10"):
         for f in RUN_FILES:
             assert (out / name / f).is_file(), (name, f)
     cifar = json.loads((out / "cifar10" / "metrics.json").read_text())
-    assert cifar["dataset"] == "cifar10" and cifar["data_source"] == "synthetic"
+    # generated data unless CIFAR-10 happens to be in the data root (downloads are blocked)
+    assert cifar["dataset"] == "cifar10" and cifar["data_source"] in ("synthetic", "full")
     assert cifar["frechet_distance"] is None and "no judge" in cifar["frechet_note"]
     assert json.loads((out / "nz10" / "metrics.json").read_text())["nz"] == 10
     assert json.loads((out / "saturating" / "config.json").read_text())["g_loss"] == "saturating"
