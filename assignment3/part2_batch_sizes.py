@@ -49,7 +49,7 @@ class BatchConfig(M.GanConfig):
     n_show: int = dataclasses.field(default=10, metadata={"help": "samples per batch size in samples.png"})
     name: str = "default"
 
-    QUICK: typing.ClassVar[dict] = {"epochs": 2, "n_eval": 256, "eval_every": 1, "batch_sizes": [32, 64, 128, 256]}
+    QUICK: typing.ClassVar[dict] = {"name": "quick", "epochs": 2, "n_eval": 256, "eval_every": 1, "batch_sizes": [32, 64, 128, 256]}
 
 
 def main(argv=None) -> dict:

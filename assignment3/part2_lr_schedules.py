@@ -10,7 +10,7 @@ schedule applied (to both optimizers, stepped once per update):
   annealing to 0 (``common.training.warmup_cosine``: ``LinearLR`` then ``CosineAnnealingLR``
   in a ``SequentialLR``).
 
-The batch size comes from ``outputs/assignment3/batch_sizes/default/metrics.json``
+The batch size comes from ``outputs/assignment3/batch_sizes/default/metrics.json`` (``quick/`` in quick mode)
 (``least_stable_batch_size``) when Part II.2 has run, else ``--batch-size`` (128 by default: the
 most updates per epoch and the noisiest gradients); ``--batch-size`` given explicitly wins. The
 choice and its reason are in ``config.json`` and ``conclusion.md``.
@@ -49,13 +49,13 @@ class ScheduleConfig(M.GanConfig):
     step_every: int = dataclasses.field(default=10, metadata={"help": "epochs between x0.1 decays (step decay)"})
     gamma: float = dataclasses.field(default=0.1, metadata={"help": "step decay factor"})
     warmup_epochs: int = dataclasses.field(default=3, metadata={"help": "linear warmup length (warmup + cosine)"})
-    batch_sizes_run: str = dataclasses.field(
-        default=str(OUTPUTS / "assignment3" / "batch_sizes" / "default"),
-        metadata={"help": "Part II.2 run folder to read the least stable batch size from"})
+    batch_sizes_run: typing.Optional[str] = dataclasses.field(
+        default=None, metadata={"help": "Part II.2 run folder to read the least stable batch size from "
+                                        "(default: outputs/assignment3/batch_sizes/default, or .../quick in quick mode)"})
     n_show: int = 10
     name: str = "default"
 
-    QUICK: typing.ClassVar[dict] = {"epochs": 2, "n_eval": 256, "eval_every": 1, "step_every": 1, "warmup_epochs": 1}
+    QUICK: typing.ClassVar[dict] = {"name": "quick", "epochs": 2, "n_eval": 256, "eval_every": 1, "step_every": 1, "warmup_epochs": 1}
 
 
 def choose_batch_size(cfg, argv) -> tuple[int, str]:
@@ -63,7 +63,8 @@ def choose_batch_size(cfg, argv) -> tuple[int, str]:
     tokens = argv if argv is not None else sys.argv[1:]
     if any(t.split("=")[0] == "--batch-size" for t in tokens):
         return cfg.batch_size, "given with --batch-size"
-    path = Path(cfg.batch_sizes_run) / "metrics.json"
+    folder = cfg.batch_sizes_run or OUTPUTS / "assignment3" / "batch_sizes" / ("quick" if cfg.quick else "default")
+    path = Path(folder) / "metrics.json"
     if path.exists():
         m = json.loads(path.read_text())
         if "least_stable_batch_size" in m and bool(m.get("quick", False)) == bool(cfg.quick):

@@ -40,7 +40,7 @@ class StagesConfig(M.GanConfig):
     n_eval: int = dataclasses.field(default=5000, metadata={"help": "samples per judge evaluation"})
     name: str = "default"
 
-    QUICK: typing.ClassVar[dict] = {"epochs": 2, "snapshot_every": 1, "n_eval": 256}
+    QUICK: typing.ClassVar[dict] = {"name": "quick", "epochs": 2, "snapshot_every": 1, "n_eval": 256}
 
 
 def main(argv=None) -> dict:
