@@ -122,7 +122,7 @@ PROBES = ["raw pixels", "random D (untrained, same architecture)", "trained D (D
 def test_quick_end_to_end(tmp_path):
     out = tmp_path / "p1"
     env = {k: v for k, v in os.environ.items() if k != "HW_QUICK"}
-    proc = subprocess.run([sys.executable, "problem1_dcgan.py", "--quick", "--out-dir", str(out)],
+    proc = subprocess.run([sys.executable, "problem1_dcgan.py", "--quick", "--threads", "1", "--out-dir", str(out)],
                           cwd=COURSE, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in FIGURES + TABLES + ["config.json", "history.csv", "epochs.csv", "checkpoint.pt", "metrics.json"]:
