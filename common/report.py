@@ -147,6 +147,8 @@ def missing(target: str, what: str = "") -> str:
 
 
 def fmt_value(v, spec: str | None = None) -> str:
+    if isinstance(v, float) and v == 0:
+        v = 0.0  # no "-0.000"
     if spec:
         try:
             return format(v, spec)
