@@ -25,12 +25,13 @@ def data_root(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def cache_dir(explicit_data_root: str | os.PathLike | None = None) -> Path:
-    """A writable folder for caches (judge weights): next to the data when it is writable."""
+    """A writable folder for caches (judge weights): ``<data root>/cache`` when the data folder is
+    writable, else ``<root>/data/cache``. A folder without write permission bits (a shared,
+    read-only copy of the data) counts as read-only even for root, who could write anyway."""
     root = data_root(explicit_data_root)
-    if os.access(root if root.exists() else root.parent, os.W_OK):
-        path = root / "cache"
-    else:  # a read-only shared copy of the data
-        path = ROOT / "data" / "cache"
+    probe = root if root.exists() else root.parent
+    writable = os.access(probe, os.W_OK) and bool(probe.stat().st_mode & 0o222)
+    path = root / "cache" if writable else ROOT / "data" / "cache"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
