@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .paths import data_root
+from .paths import data_root, is_writable
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
 QUICK_SIZES = {"train": 512, "test": 256}
@@ -109,6 +109,9 @@ def _read_torchvision(info: DatasetInfo, split: str, root: Path) -> tuple[torch.
             raise DataError(f"{info.title} files in {where} are incomplete, corrupt or truncated "
                             f"({type(exc).__name__}: {str(exc).strip()[:120]}); delete them and download "
                             f"again, or {how}.") from None
+        if not is_writable(root):
+            raise DataError(f"{info.title} ({split}) not found in {where}, and {root} is read-only so it "
+                            f"cannot be downloaded there: {how}.")
         try:  # not there: try to download, keeping torchvision's chatter quiet
             root.mkdir(parents=True, exist_ok=True)
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):

@@ -24,14 +24,21 @@ def data_root(explicit: str | os.PathLike | None = None) -> Path:
     return ROOT / "data"
 
 
+def is_writable(folder: Path) -> bool:
+    """Whether ``folder`` (or, if missing, its nearest existing parent) may be written into.
+    A folder without write permission bits counts as read-only even for root."""
+    probe = Path(folder)
+    while not probe.exists():
+        probe = probe.parent
+    return os.access(probe, os.W_OK) and bool(probe.stat().st_mode & 0o222)
+
+
 def cache_dir(explicit_data_root: str | os.PathLike | None = None) -> Path:
     """A writable folder for caches (judge weights): ``<data root>/cache`` when the data folder is
     writable, else ``<root>/data/cache``. A folder without write permission bits (a shared,
     read-only copy of the data) counts as read-only even for root, who could write anyway."""
     root = data_root(explicit_data_root)
-    probe = root if root.exists() else root.parent
-    writable = os.access(probe, os.W_OK) and bool(probe.stat().st_mode & 0o222)
-    path = root / "cache" if writable else ROOT / "data" / "cache"
+    path = root / "cache" if is_writable(root) else ROOT / "data" / "cache"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
