@@ -200,7 +200,7 @@ def sample_stats(probs: torch.Tensor) -> dict:
     histogram (ln 10 = 2.303 when all ten classes are equally frequent; 0 when collapsed)."""
     hist = torch.bincount(probs.argmax(1), minlength=probs.shape[1]).float()
     p = hist / hist.sum()
-    entropy = -(p[p > 0] * p[p > 0].log()).sum().item()
+    entropy = -(p[p > 0] * p[p > 0].log()).sum().item() + 0.0  # + 0.0: no "-0.0" for a collapsed set
     return {"judge_confidence": probs.max(1).values.mean().item(), "class_entropy": entropy,
             "class_entropy_max": math.log(probs.shape[1]), "class_histogram": hist.long().tolist()}
 
