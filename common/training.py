@@ -199,6 +199,20 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+class EpochSamples:
+    """Fixed-noise samples after every epoch (one tensor per epoch), a checkpointable object so a
+    resumed run still draws its samples-across-epochs figure with every row."""
+
+    def __init__(self):
+        self.rows: list[torch.Tensor] = []
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state["rows"])
+
+
 # --------------------------------------------------------------------------------------------
 # Checkpoints
 

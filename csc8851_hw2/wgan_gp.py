@@ -29,8 +29,8 @@ from common.metrics import Evaluator
 from common.paths import run_dir
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
-from common.training import (Run, autocast, ema_update, get_device, gradient_penalty, make_ema, progress,
-                             resolve_precision, seed_everything)
+from common.training import (EpochSamples, Run, autocast, ema_update, get_device, gradient_penalty, make_ema,
+                             progress, resolve_precision, seed_everything)
 
 COURSE, PART = "csc8851_hw2", "wgan_gp"
 PSIS = (3.0, 2.5, 2.0, 1.5, 1.0, 0.8, 0.6, 0.4, 0.2, 0.1)
@@ -206,19 +206,6 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------------
 # Part 2: training
-
-
-class EpochSamples:
-    """G_ema's images from the fixed latents after every epoch (kept in the checkpoint for resume)."""
-
-    def __init__(self):
-        self.rows: list[torch.Tensor] = []
-
-    def state_dict(self) -> dict:
-        return {"rows": self.rows}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rows = list(state["rows"])
 
 
 @dataclass

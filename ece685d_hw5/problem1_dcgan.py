@@ -28,7 +28,7 @@ from common.metrics import Evaluator
 from common.paths import run_dir
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
-from common.training import Run, autocast, get_device, progress, resolve_precision, seed_everything
+from common.training import EpochSamples, Run, autocast, get_device, progress, resolve_precision, seed_everything
 from dcgan_mnist import (Discriminator, Generator, extract_features, generate, linear_probe,
                          remove_last_layer, train_step)
 
@@ -57,19 +57,6 @@ class Config(BaseConfig):
     name: str = field(default="dcgan", metadata={"help": "run folder name"})
 
     QUICK = {"epochs": 1, "batch_size": 64, "n_eval": 256, "probe_iters": 50}
-
-
-class EpochSamples:
-    """The fixed-noise samples after each epoch, kept in the checkpoint so --resume keeps them."""
-
-    def __init__(self):
-        self.rows: list[torch.Tensor] = []
-
-    def state_dict(self) -> dict:
-        return {"rows": self.rows}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rows = list(state["rows"])
 
 
 def train_gan(cfg: Config, run: Run, x_train: torch.Tensor, device, precision: str):
