@@ -26,7 +26,7 @@ from common import data as D
 from common.cli import BaseConfig, parse_config, run_main
 from common.paths import data_root, run_dir
 from common.tables import write_table
-from common.training import autocast, get_device, resolve_precision, seed_everything, write_json
+from common.training import get_device, resolve_precision, seed_everything, write_json
 from tp2_dcgan import channels_last, gan_step
 from tp2_models import Discriminator, Generator, generator_loss_nonsaturating, weights_init
 

@@ -15,7 +15,6 @@ comparing quality (Frechet distance, class entropy) with the unconditional run o
 from __future__ import annotations
 
 import json
-import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +27,9 @@ from common.metrics import Evaluator
 from common.paths import run_dir
 from common.plotting import plot_bars, save_grid
 from common.tables import write_table
-from common.training import Run, progress, seed_everything
-from tp2_dcgan import (COURSE, GENERATOR_LOSSES, Keep, channels_last, choose_precision, gan_step, generate, load_data,
-                       make_optimizers, plot_training, setup_device)
+from common.training import Run, seed_everything
+from tp2_dcgan import (COURSE, GENERATOR_LOSSES, Keep, channels_last, choose_precision, generate, load_data,
+                       make_optimizers, plot_training, setup_device, train_epoch)
 from tp2_models import (ConditionalDiscriminator, ConditionalGenerator, conditional_grid_inputs, sample_z,
                         weights_init)
 
@@ -102,28 +101,17 @@ def main(argv=None) -> dict:
                "loader": loader, "keep": keep}
     start = run.resume(objects) if cfg.resume else 0
 
+    def batch_inputs(batch):
+        """Real images with their labels; fakes for labels drawn uniformly."""
+        real, y_real = batch
+        z = torch.randn(len(real), cfg.nz, 1, 1, device=device)
+        y_fake = D.one_hot(torch.randint(0, n_classes, (len(real),), device=device), n_classes)
+        return real, z, (y_real,), (y_fake,)
+
     for epoch in range(start, cfg.epochs):
-        G.train()
-        Dn.train()
-        t0 = time.perf_counter()
-        sums: dict[str, float] = {}
-        for real, y_real in progress(loader, desc=f"cgan {epoch + 1}/{cfg.epochs}"):
-            b = real.shape[0]
-            z = torch.randn(b, cfg.nz, 1, 1, device=device)
-            y_fake = D.one_hot(torch.randint(0, n_classes, (b,), device=device), n_classes)
-            out = gan_step(G, Dn, opt_G, opt_D, real, z, g_loss_fn, device, precision,
-                           cond_real=(y_real,), cond_fake=(y_fake,))
-            run.step += 1
-            run.guard(epoch, d_loss=out["d_loss"], g_loss=out["g_loss"])
-            vals = {k: float(v) for k, v in out.items()}
-            run.history.log_step(step=run.step, epoch=epoch + 1, **vals)
-            for k, v in vals.items():
-                sums[k] = sums.get(k, 0.0) + v
-        seconds = time.perf_counter() - t0
-        lr = opt_G.param_groups[0]["lr"]
-        sched_G.step()
-        sched_D.step()
-        row = {"epoch": epoch + 1, **{k: v / len(loader) for k, v in sums.items()}, "lr": lr, "seconds": seconds}
+        row = train_epoch(G, Dn, opt_G, opt_D, (sched_G, sched_D), loader, run, epoch, batch_inputs,
+                          g_loss_fn, device, precision, desc=f"cgan {epoch + 1}/{cfg.epochs}")
+        seconds = row["seconds"]
         run.history.log_epoch(**row)
         keep["epoch_seconds"].append(seconds)
         keep["progress"].append(generate(G, noise, device, precision, labels))

@@ -158,6 +158,35 @@ def gan_step(G, D, opt_G, opt_D, real, z, g_loss_fn, device, precision, cond_rea
             "D_G_z": d_fake.detach().float().mean()}
 
 
+def train_epoch(G, Dn, opt_G, opt_D, scheds, loader, run: Run, epoch: int, batch_inputs, g_loss_fn, device,
+                precision: str, desc: str) -> dict:
+    """One epoch of ``gan_step`` over ``loader``, then one step of each LR scheduler.
+
+    ``batch_inputs(batch) -> (real, z, cond_real, cond_fake)`` turns a loader batch into the step's
+    inputs (the unconditional model has no conditions). Returns the epoch row: mean losses and D
+    outputs, the learning rate used, and the seconds it took.
+    """
+    G.train()
+    Dn.train()
+    t0 = time.perf_counter()
+    sums: dict[str, float] = {}
+    for batch in progress(loader, desc=desc):
+        real, z, cond_real, cond_fake = batch_inputs(batch)
+        out = gan_step(G, Dn, opt_G, opt_D, real, z, g_loss_fn, device, precision,
+                       cond_real=cond_real, cond_fake=cond_fake)
+        run.step += 1
+        run.guard(epoch, d_loss=out["d_loss"], g_loss=out["g_loss"])
+        vals = {k: float(v) for k, v in out.items()}
+        run.history.log_step(step=run.step, epoch=epoch + 1, **vals)
+        for k, v in vals.items():
+            sums[k] = sums.get(k, 0.0) + v
+    seconds = time.perf_counter() - t0
+    lr = opt_G.param_groups[0]["lr"]
+    for sched in scheds:
+        sched.step()
+    return {"epoch": epoch + 1, **{k: v / len(loader) for k, v in sums.items()}, "lr": lr, "seconds": seconds}
+
+
 def make_optimizers(cfg, G, D):
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
@@ -250,26 +279,10 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
         keep["fd_epochs"].append(0)
 
     for epoch in range(start, cfg.epochs):
-        G.train()
-        Dn.train()
-        t0 = time.perf_counter()
-        sums: dict[str, float] = {}
-        bar = progress(loader, desc=f"{name} {epoch + 1}/{cfg.epochs}")
-        for (real,) in bar:
-            z = torch.randn(real.shape[0], cfg.nz, 1, 1, device=device)
-            out = gan_step(G, Dn, opt_G, opt_D, real, z, g_loss_fn, device, precision)
-            run.step += 1
-            run.guard(epoch, d_loss=out["d_loss"], g_loss=out["g_loss"])
-            vals = {k: float(v) for k, v in out.items()}
-            run.history.log_step(step=run.step, epoch=epoch + 1, **vals)
-            for k, v in vals.items():
-                sums[k] = sums.get(k, 0.0) + v
-        seconds = time.perf_counter() - t0
-        lr = opt_G.param_groups[0]["lr"]
-        sched_G.step()
-        sched_D.step()
-        n = len(loader)
-        row = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, "lr": lr, "seconds": seconds}
+        row = train_epoch(G, Dn, opt_G, opt_D, (sched_G, sched_D), loader, run, epoch,
+                          lambda batch: (batch[0], torch.randn(len(batch[0]), cfg.nz, 1, 1, device=device), (), ()),
+                          g_loss_fn, device, precision, desc=f"{name} {epoch + 1}/{cfg.epochs}")
+        seconds = row["seconds"]
         keep["epoch_seconds"].append(seconds)
         keep["progress"].append(generate(G, noise, device, precision))
         keep["progress_epochs"].append(epoch + 1)
