@@ -14,7 +14,6 @@ judge that measures quality sees the exact 28x28 centre back. ``--resize`` switc
 """
 from __future__ import annotations
 
-import math
 import time
 import typing
 from dataclasses import dataclass, field
