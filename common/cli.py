@@ -1,7 +1,8 @@
 """Shared command-line conventions: a dataclass of defaults per script becomes its flags.
 
 Every script accepts ``--epochs --batch-size --lr --seed --device --data-root --out-dir --quick
---resume --precision`` plus its own fields. Quick mode is one switch: ``--quick`` or
+--resume --precision --threads`` plus its own fields. Building the config applies ``--threads``
+(``torch.set_num_threads``), so no script has to. Quick mode is one switch: ``--quick`` or
 ``HW_QUICK=1`` in the environment (which ``make ... QUICK=1`` and notebooks set). A script's
 ``QUICK`` dict says what quick mode changes (few images, one or two epochs); flags given
 explicitly on the command line still win.
@@ -37,6 +38,9 @@ class BaseConfig:
     quick: bool = False
     resume: bool = False
     precision: str = dataclasses.field(default="auto", metadata={"choices": ["fp32", "bf16", "auto"]})
+    threads: int = dataclasses.field(default=0, metadata={
+        "help": "CPU threads for PyTorch (0: its default). On a CPU shared with other jobs, 1 is often "
+                "far faster: two OpenMP threads spin-wait on each other"})
 
     QUICK: typing.ClassVar[dict] = {"epochs": 1}
 
@@ -84,7 +88,15 @@ def parse_config(config_cls, argv=None, description: str = ""):
         for k, v in config_cls.QUICK.items():
             if k not in given:
                 values[k] = v
-    return config_cls(**values)
+    return apply_threads(config_cls(**values))
+
+
+def apply_threads(cfg):
+    """Set PyTorch's CPU thread count from ``cfg.threads`` (0 leaves it alone); returns ``cfg``."""
+    if cfg.threads > 0:
+        import torch
+        torch.set_num_threads(cfg.threads)
+    return cfg
 
 
 def make_config(config_cls, **overrides):
@@ -94,7 +106,7 @@ def make_config(config_cls, **overrides):
         values.update(config_cls.QUICK)
         values["quick"] = True
     values.update(overrides)
-    return config_cls(**values)
+    return apply_threads(config_cls(**values))
 
 
 def run_main(main, argv=None) -> None:

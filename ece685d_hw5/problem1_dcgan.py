@@ -52,8 +52,6 @@ class Config(BaseConfig):
     train_images: int = field(default=0, metadata={
         "help": "train the GAN on a stratified subset of this many train images (0: the whole split); "
                 "for timing runs. The probe always uses --probe-fraction of the whole split"})
-    threads: int = field(default=0, metadata={
-        "help": "CPU threads for PyTorch (0: its default); 1 is far faster on a CPU shared with other jobs"})
     name: str = field(default="dcgan", metadata={"help": "run folder name"})
 
     QUICK = {"epochs": 1, "batch_size": 64, "n_eval": 256, "probe_iters": 50}
@@ -152,8 +150,6 @@ def probe(cfg: Config, run: Run, D, D_random, train, test, device) -> dict:
 def main(argv=None) -> None:
     cfg = parse_config(Config, argv, description=__doc__.splitlines()[0])
     device = get_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     precision = resolve_precision(cfg.precision, device)
     name = cfg.name + ("_quick" if cfg.quick and cfg.name == "dcgan" else "")
     run = Run(run_dir(COURSE, PART, name, cfg.out_dir), {**cfg.to_dict(), "precision_used": precision})

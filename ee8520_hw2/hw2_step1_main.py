@@ -53,8 +53,7 @@ class Step1Config(BaseConfig):
     dropout: float = field(default=0.3, metadata={"help": "dropout after each discriminator hidden layer"})
     d_freq: int = field(default=1, metadata={"help": "update G only on batches n with n %% d_freq == 0"})
     n_eval: int = field(default=10000, metadata={"help": "generated samples scored by the MNIST judge (0: no judge)"})
-    threads: int = field(default=1, metadata={"help": "CPU threads: these small MLPs run fastest on one "
-                                                      "(two threads spin-wait badly on a busy machine)"})
+    threads: int = 1  # these small MLPs run fastest on one thread (two spin-wait on a busy CPU)
     ablation_epochs: int = field(default=50, metadata={"help": "epochs of each ablation run"})
     ablation: typing.Optional[str] = field(default=None, metadata={
         "help": "run named ablations instead of the default run: 'all' or comma-separated names "
@@ -324,8 +323,6 @@ def run_ablations(cfg: Step1Config, train_x, device, evaluator) -> Path:
 def main(argv=None) -> None:
     cfg = parse_config(Step1Config, argv, description=__doc__.splitlines()[0])
     device = get_device(cfg.device)
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.threads)
     train = load_split("mnist", "train", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
     # ToTensor + Normalize((0.5,), (0.5,)) as in the skeleton: pixels in [-1, 1], matching Tanh.
     train_x = images(train, scale="tanh", device=device).reshape(len(train), -1)

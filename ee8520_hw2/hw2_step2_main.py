@@ -58,8 +58,6 @@ class Step2Config(BaseConfig):
     eval_per_digit: int = dataclasses.field(default=100, metadata={
         "help": "conditional samples per digit for the judge (and 10x that unconditional)"})
     name: str = dataclasses.field(default="pixelcnn", metadata={"help": "run folder name"})
-    threads: int = dataclasses.field(default=0, metadata={
-        "help": "CPU threads for training (0: torch's default); 1 is faster on a machine shared with other jobs"})
 
     QUICK = {"epochs": 1, "eval_per_digit": 10}
 
@@ -162,8 +160,6 @@ def main(argv=None):
     if not 0 <= cfg.digit <= 9:
         raise SystemExit("--digit must be 0..9")
     device = get_device(cfg.device)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     precision = resolve_precision(cfg.precision, device, conv_model=True)
     channels_last = precision == "bf16" and device.type == "cpu"

@@ -35,7 +35,6 @@ from tp2_models import Discriminator, Generator, generator_loss_nonsaturating, w
 class BenchConfig(BaseConfig):
     batches: int = field(default=40, metadata={"help": "timed batches per loop (after warm-up)"})
     warmup: int = field(default=3, metadata={"help": "untimed batches per loop"})
-    threads: int = field(default=0, metadata={"help": "torch CPU threads for both loops (0: torch's default)"})
     QUICK: typing.ClassVar[dict] = {"batches": 4, "warmup": 1}
 
 
@@ -96,8 +95,6 @@ def main(argv=None) -> dict:
     root = data_root(cfg.data_root)
     split = D.load_split("mnist", "train", root=cfg.data_root)  # DataError (exit 2) when absent
     device = get_device(cfg.device)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
     precision = resolve_precision(cfg.precision, device, conv_model=True)
     n_epoch_batches = math.ceil(len(split) / cfg.batch_size)
 

@@ -49,8 +49,6 @@ class CGANConfig(BaseConfig):
     n_eval: int = field(default=10000, metadata={"help": "samples (n_eval / 10 per class) for the final metrics"})
     dcgan_run: typing.Optional[str] = field(default=None, metadata={
         "help": "unconditional run folder to compare with (default: outputs/rdfia_tp2/dcgan/default)"})
-    threads: int = field(default=0, metadata={
-        "help": "torch CPU threads (0: torch's default); 1 is much faster on an oversubscribed shared CPU"})
     dataset: typing.ClassVar[str] = "mnist"
 
     QUICK: typing.ClassVar[dict] = {"epochs": 2, "batch_size": 32, "n_eval": 500}

@@ -68,8 +68,6 @@ class DCGANConfig(BaseConfig):
         "help": "a name, a comma-separated list, or 'all': " + ", ".join(EXPERIMENTS)})
     n_eval: int = field(default=10000, metadata={"help": "samples for the final Frechet distance"})
     n_eval_epoch: int = field(default=2000, metadata={"help": "samples for the per-epoch Frechet distance (0: none)"})
-    threads: int = field(default=0, metadata={
-        "help": "torch CPU threads (0: torch's default); 1 is much faster on an oversubscribed shared CPU"})
 
     # Quick: the few-hundred-image sample; batch 32 so BatchNorm's running statistics (used by the
     # eval-mode sample grids) have seen enough steps to mean something.
@@ -97,8 +95,6 @@ def choose_precision(cfg, device) -> str:
 
 def setup_device(cfg):
     device = get_device(cfg.device)  # also flushes denormals
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
     return device
 
 

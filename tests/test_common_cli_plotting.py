@@ -42,6 +42,20 @@ def test_quick_flag_env_and_explicit_flags(monkeypatch):
         parse_config(Config, ["--precision", "fp8"])
 
 
+def test_threads_flag_sets_torch_threads(monkeypatch):
+    monkeypatch.delenv("HW_QUICK", raising=False)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert parse_config(Config, []).threads == 0 and torch.get_num_threads() == 2  # 0 leaves it alone
+        assert parse_config(Config, ["--threads", "1"]).threads == 1 and torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        make_config(Config, threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def _png(path):
     assert path.exists() and path.stat().st_size > 2000
     with Image.open(path) as im:
