@@ -6,7 +6,8 @@ reference-style loop, timed side by side on the same number of batches.
   handling, and the usual tutorial step (one G forward reused for the D and G updates, no freezing);
 * ours: the whole split in one tensor sliced by ``TensorLoader``, denormals flushed
   (``get_device``), fp32 (``resolve_precision`` keeps MLPs in fp32), the handout's step with
-  freezing from ``mlp_gan.train_step`` (D reads real and fake rows in one pass).
+  freezing from ``mlp_gan.train_step`` (D reads real and fake rows in one pass), and fused Adam
+  (``common.training.adam``).
 
 Both use the same Generator/Discriminator, Adam, BCE and batch size. Each is timed on ``--batches``
 batches after ``--warmup`` untimed ones, in alternating rounds (so a load change on a shared machine
@@ -48,10 +49,15 @@ def reference_step(G, Dn, opt_G, opt_D, criterion, images: torch.Tensor, latent_
     opt_G.step()
 
 
-def models(seed: int = 0):
+def models(ours: bool, seed: int = 0):
+    """Same weights on both sides; ours steps with ``mlp_gan.make_optimizers`` (fused Adam), the
+    reference with the tutorial's plain ``torch.optim.Adam``."""
     torch.manual_seed(seed)
     G, Dn = M.Generator(), M.Discriminator()
-    opt_G, opt_D = M.make_optimizers(G, Dn)
+    if ours:
+        opt_G, opt_D = M.make_optimizers(G, Dn)
+    else:
+        opt_G, opt_D = (torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999)) for m in (G, Dn))
     return G, Dn, opt_G, opt_D, nn.BCELoss()
 
 
@@ -69,7 +75,7 @@ def time_reference(root, batch_size: int, n: int, warmup: int, state: dict) -> f
             raise DataError(f"MNIST not found in {root / 'MNIST'}: the benchmark needs the full set "
                             "(point --data-root or HW_DATA_ROOT at it)") from None
         state["loader"] = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True)
-        state["models"] = models()
+        state["models"] = models(ours=False)
         state["it"] = iter(state["loader"])
         for _ in range(warmup):
             reference_step(*state["models"], next(state["it"])[0])
@@ -90,7 +96,7 @@ def time_ours(root, batch_size: int, n: int, warmup: int, state: dict, precision
         split = D.load_split("mnist", "train", root=root)
         x = D.images(split, "tanh").view(len(split), -1)
         state["loader"] = M.make_loader(x, batch_size, seed=0)
-        state["models"] = models()
+        state["models"] = models(ours=True)
         state["it"] = iter(state["loader"])
         for _ in range(warmup):
             M.train_step(*state["models"], next(state["it"])[0], precision=precision)

@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from common import data as D
 from common.cli import BaseConfig
-from common.training import Run, autocast, progress
+from common.training import Run, adam, autocast, progress
 
 LATENT_DIM = 100
 IMAGE_DIM = 28 * 28
@@ -89,8 +89,8 @@ class Discriminator(nn.Sequential):
 
 def make_optimizers(G: nn.Module, D: nn.Module, lr: float = 2e-4, beta1: float = 0.5):
     """Adam for each network, (beta1, 0.999) as in DCGAN; returns ``(opt_G, opt_D)``."""
-    return (torch.optim.Adam(G.parameters(), lr=lr, betas=(beta1, 0.999)),
-            torch.optim.Adam(D.parameters(), lr=lr, betas=(beta1, 0.999)))
+    return (adam(G.parameters(), lr=lr, betas=(beta1, 0.999)),
+            adam(D.parameters(), lr=lr, betas=(beta1, 0.999)))
 
 
 # --------------------------------------------------------------------------------------------

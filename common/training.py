@@ -86,6 +86,17 @@ def autocast(device: torch.device, precision: str):
 # EMA and gradient penalty
 
 
+def adam(params, lr: float, **kwargs) -> torch.optim.Adam:
+    """``torch.optim.Adam`` with its fused kernel where PyTorch has one (CPU, CUDA): the same update
+    in one pass over the parameters instead of a dozen per-tensor ops (about 10-15% of an MLP GAN
+    step on a 2-core CPU). Elsewhere (MPS, ...) the default implementation."""
+    params = list(params)
+    first = params[0]["params"][0] if isinstance(params[0], dict) else params[0]
+    if first.device.type in ("cpu", "cuda"):
+        kwargs.setdefault("fused", True)
+    return torch.optim.Adam(params, lr=lr, **kwargs)
+
+
 def make_ema(model: torch.nn.Module) -> torch.nn.Module:
     """A frozen deep copy of ``model`` to be tracked by :func:`ema_update`."""
     ema = copy.deepcopy(model)

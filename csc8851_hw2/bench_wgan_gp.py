@@ -10,7 +10,7 @@ alternating chunks so that load from other processes hits both alike, then extra
   (what a plain PyTorch script does);
 - ours: the split in one tensor sliced by ``TensorLoader``, ``get_device`` (flushes denormals) and
   the precision ``--precision auto`` resolves to (``wgan_gp.choose_precision``: fp32 on a CPU),
-  channels-last memory format on a CPU (``wgan_gp.memory_format``).
+  channels-last memory format on a CPU (``wgan_gp.memory_format``), fused Adam (``common.training.adam``).
   ``--compare-precision`` times our loop in the other precision too, in the same rounds.
 
 ``--quality-steps N`` also trains fp32 and bf16 from the same weights, data order and noise for N
@@ -38,7 +38,7 @@ import wgan_gp as W  # noqa: E402
 from common import data as D  # noqa: E402
 from common.cli import run_main  # noqa: E402
 from common.paths import data_root, run_dir  # noqa: E402
-from common.training import get_device, seed_everything  # noqa: E402
+from common.training import adam, get_device, seed_everything  # noqa: E402
 
 
 def reference_loader(root: Path, batch_size: int, resize: bool):
@@ -63,8 +63,9 @@ class Side:
     def __init__(self, name, models, loader, cfg, device, precision, flush_denormal, fmt=torch.contiguous_format):
         self.name, self.cfg, self.device, self.precision, self.fmt = name, cfg, device, precision, fmt
         self.G, self.G_ema, self.D = (copy.deepcopy(m).to(memory_format=fmt) for m in models)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        make_adam = torch.optim.Adam if name == "reference" else adam  # ours: fused Adam, as wgan_gp.train
+        self.opt_G = make_adam(self.G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        self.opt_D = make_adam(self.D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.loader, self.it = loader, iter(loader)
         self.flush = flush_denormal
         self.batches, self.seconds = 0, 0.0

@@ -28,7 +28,7 @@ from common.metrics import Evaluator
 from common.paths import run_dir
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
-from common.training import (EpochSamples, Run, autocast, ema_update, get_device, gradient_penalty, make_ema,
+from common.training import (EpochSamples, Run, adam, autocast, ema_update, get_device, gradient_penalty, make_ema,
                              progress, resolve_precision, seed_everything)
 
 COURSE, PART = "csc8851_hw2", "wgan_gp"
@@ -304,8 +304,8 @@ def train(cfg: Config, out_dir=None, log=print) -> Result:
                        "data_source": source, "n_train": len(x_all),
                        "preprocessing": "bilinear resize 28->32" if cfg.resize else "pad 28->32 with background (-1)"})
     G, G_ema, Dc = build(cfg, device)
-    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    opt_D = torch.optim.Adam(Dc.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    opt_G = adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    opt_D = adam(Dc.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     loader = D.TensorLoader(x_all, y_all, batch_size=cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed)
     epoch_samples = EpochSamples()
     objects = {"G": G, "G_ema": G_ema, "D": Dc, "opt_G": opt_G, "opt_D": opt_D, "loader": loader,

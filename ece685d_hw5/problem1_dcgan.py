@@ -28,7 +28,7 @@ from common.metrics import Evaluator
 from common.paths import run_dir
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
-from common.training import EpochSamples, Run, autocast, get_device, progress, resolve_precision, seed_everything
+from common.training import EpochSamples, Run, adam, autocast, get_device, progress, resolve_precision, seed_everything
 from dcgan_mnist import (Discriminator, Generator, extract_features, generate, linear_probe,
                          remove_last_layer, train_step)
 
@@ -63,8 +63,8 @@ def train_gan(cfg: Config, run: Run, x_train: torch.Tensor, device, precision: s
     G, D = Generator(cfg.nz).to(device), Discriminator().to(device)
     D_random = Discriminator().to(device)
     D_random.load_state_dict(D.state_dict())  # the same initial weights as D: "D before training"
-    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    opt_G = adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    opt_D = adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     loader = TensorLoader(x_train, batch_size=cfg.batch_size, drop_last=True, seed=cfg.seed)
     fixed_z = torch.randn(10, cfg.nz, generator=torch.Generator().manual_seed(cfg.seed + 1)).to(device)
     samples = EpochSamples()

@@ -33,7 +33,7 @@ from common.data import DataError, TensorLoader, images, load_split
 from common.paths import run_dir
 from common.plotting import plot_curves, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
-from common.training import Run, get_device, seed_everything
+from common.training import Run, adam, get_device, seed_everything
 from gb_rbm import RBM, Standardizer, reconstruction_mse, train_epoch
 
 COURSE, PART = "ece685d_hw5", "problem2"
@@ -108,7 +108,7 @@ def train_one(cfg: Config, m: int, x_train, x_test, standardizer, folder, device
     if cfg.visible_bias_init == "mean":
         with torch.no_grad():
             rbm.c.copy_(((x_train - standardizer.mean) / standardizer.std).mean(0))
-    optimizer = torch.optim.Adam(rbm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adam(rbm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loader = TensorLoader(x_train, batch_size=cfg.batch_size, seed=cfg.seed)
     objects = {"rbm": rbm, "optimizer": optimizer, "loader": loader}
     start = run.resume(objects) if cfg.resume else 0

@@ -33,7 +33,7 @@ from common.metrics import Evaluator
 from common.paths import run_dir
 from common.plotting import plot_embeddings, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
-from common.training import Run, get_device, seed_everything
+from common.training import Run, adam, get_device, seed_everything
 from cvae import CVAE, VAE, load_best, loss_function, save_best
 
 COURSE, PART = "ece685d_hw5", "problem3"
@@ -80,7 +80,7 @@ def train_model(kind: str, cfg: Config, data: dict, folder, device):
     run = Run(folder / kind, {**cfg.to_dict(), "model": kind})
     seed_everything(cfg.seed)
     model = cls().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = adam(model.parameters(), lr=cfg.lr)
     loader = TensorLoader(data["x_train"], data["c_train"], batch_size=cfg.batch_size, seed=cfg.seed)
     objects = {"model": model, "optimizer": optimizer, "loader": loader}
     best_path = folder / f"{kind}_best.pt"

@@ -29,7 +29,7 @@ from common.metrics import Evaluator
 from common.paths import run_dir
 from common.plotting import plot_panels, save_grid
 from common.tables import write_table
-from common.training import Run, get_device, progress, seed_everything
+from common.training import Run, adam, get_device, progress, seed_everything
 from models.GAN import Discriminator, Generator, train_discriminator, train_generator
 
 COURSE_DIR = Path(__file__).resolve().parent
@@ -221,8 +221,8 @@ def train_one(cfg: Step1Config, folder: Path, train_x: torch.Tensor, device, eva
     generator = Generator(cfg.dim_z, cfg.g_channels).to(device)
     discriminator = Discriminator(cfg.d_channels, cfg.dropout).to(device)
     lr_d, lr_g = cfg.lr_d or cfg.lr, cfg.lr_g or cfg.lr
-    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=lr_d, betas=(cfg.beta1, 0.999))
-    g_optimizer = torch.optim.Adam(generator.parameters(), lr=lr_g, betas=(cfg.beta1, 0.999))
+    d_optimizer = adam(discriminator.parameters(), lr=lr_d, betas=(cfg.beta1, 0.999))
+    g_optimizer = adam(generator.parameters(), lr=lr_g, betas=(cfg.beta1, 0.999))
     criterion = nn.BCEWithLogitsLoss()
     loader = TensorLoader(train_x, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
     test_noise = fixed_noise(64, cfg.dim_z, cfg.seed, device)

@@ -33,7 +33,7 @@ from common.metrics import Evaluator, fixed_binarization, nats_to_bits_per_dim  
 from common.paths import run_dir  # noqa: E402
 from common.plotting import grid_image, plot_bars, plot_panels, save_grid  # noqa: E402
 from common.tables import write_table  # noqa: E402
-from common.training import Run, autocast, get_device, progress, resolve_precision, seed_everything  # noqa: E402
+from common.training import Run, adam, autocast, get_device, progress, resolve_precision, seed_everything  # noqa: E402
 from models.AR import (ConditionalPixelCNN, PixelCNN, draw_uniforms, nll_nats_per_image,  # noqa: E402
                        sample_fast, set_conv_impl)
 
@@ -193,7 +193,7 @@ def main(argv=None):
         set_conv_impl(model.to(device), cfg.conv_impl)
         if channels_last:
             model.to(memory_format=torch.channels_last)
-        opts[name] = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        opts[name] = adam(model.parameters(), lr=cfg.lr)
     objects = {**models, **{f"opt_{k}": v for k, v in opts.items()}, "loader": loader,
                **({"binarizer": transform} if transform is not None else {})}
     start = run.resume(objects) if cfg.resume else 0

@@ -34,7 +34,7 @@ from common.metrics import Evaluator
 from common.paths import run_dir
 from common.plotting import plot_embeddings, plot_latent_grid, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
-from common.training import Run, get_device, progress, seed_everything
+from common.training import Run, adam, get_device, progress, seed_everything
 from models.VAE import VAE_model
 
 COURSE_DIR = Path(__file__).resolve().parent
@@ -175,7 +175,7 @@ def train_vae(cfg: Step3Config, folder: Path, train_x, test_x, device) -> tuple[
     """Train one configuration, logging train and test terms per epoch; checkpoint each epoch."""
     seed_everything(cfg.seed)
     model = VAE_model(train_x.shape[1], cfg.hidden_dims).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loader = TensorLoader(train_x, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
     run = Run(folder, {**cfg.to_dict(), "device": str(device), "train_images": len(train_x),
                        "test_images": len(test_x), "z_size": model.z_size})

@@ -28,7 +28,7 @@ from common.metrics import Evaluator
 from common.paths import run_dir
 from common.plotting import plot_bars, plot_curves, plot_panels, save_grid
 from common.tables import write_table
-from common.training import Run, autocast, get_device, progress, resolve_precision, seed_everything
+from common.training import Run, adam, autocast, get_device, progress, resolve_precision, seed_everything
 from tp2_models import (GENERATOR_LOSSES, Discriminator, Generator, discriminator_loss, lerp, sample_z, slerp,
                         weights_init)
 
@@ -184,8 +184,8 @@ def train_epoch(G, Dn, opt_G, opt_D, scheds, loader, run: Run, epoch: int, batch
 
 
 def make_optimizers(cfg, G, D):
-    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    opt_G = adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    opt_D = adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     milestones = [e - 1 for e in cfg.lr_decay_epochs if e >= 2]
     scheds = [torch.optim.lr_scheduler.MultiStepLR(o, milestones=milestones, gamma=0.1) for o in (opt_G, opt_D)]
     return opt_G, opt_D, scheds

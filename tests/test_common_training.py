@@ -165,3 +165,19 @@ def test_precision_and_device_choices():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with T.autocast(cpu, "fp32"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_adam_is_fused_on_cpu_and_matches_plain_adam():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)
+    b.load_state_dict(a.state_dict())
+    fused, plain = T.adam(a.parameters(), lr=1e-2, betas=(0.5, 0.9)), torch.optim.Adam(b.parameters(), lr=1e-2, betas=(0.5, 0.9))
+    assert fused.defaults["fused"] is True
+    start, x = a.weight.detach().clone(), torch.randn(16, 8)
+    for _ in range(5):
+        for model, opt in ((a, fused), (b, plain)):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+    assert (a.weight - start).abs().max() > 1e-3  # it did train
+    torch.testing.assert_close(a.weight, b.weight, rtol=1e-5, atol=1e-6)
