@@ -118,7 +118,7 @@ def test_train_main_loop_updates_g_every_d_freq_batches(ee, tmp_path):
 def test_ablations_change_what_they_say(ee):
     s1, GAN = ee["step1"], ee["GAN"]
     assert s1.resolve_ablations("all") == list(s1.ABLATIONS) and len(s1.ABLATIONS) == 10
-    assert s1.resolve_ablations("dropout_0.3,d_freq_1") == ["baseline"]
+    assert s1.resolve_ablations("dropout_0.3,d_freq_1,lr_g_x2") == ["baseline"]
     with pytest.raises(SystemExit):
         s1.resolve_ablations("no_such_thing")
     base = s1.Step1Config()
@@ -128,7 +128,8 @@ def test_ablations_change_what_they_say(ee):
     assert count(GAN.Generator(100, changes["g_extra_layer"]["g_channels"]), nn.Linear) == 5
     assert count(GAN.Discriminator(changes["d_extra_layer"]["d_channels"]), nn.Linear) == 5
     assert {changes[f"dropout_{p}"]["dropout"] for p in ("0.1", "0.5")} == {0.1, 0.5}
-    assert changes["lr_d_x2"]["lr_d"] > changes["lr_d_x2"]["lr_g"] and changes["lr_g_x2"]["lr_g"] > changes["lr_g_x2"]["lr_d"]
+    assert base.lr_g > (base.lr_d or base.lr)  # the default: G learns faster
+    assert changes["lr_d_x2"]["lr_d"] > changes["lr_d_x2"]["lr_g"] and changes["equal_lr"]["lr_d"] == changes["equal_lr"]["lr_g"]
     assert [changes[f"d_freq_{k}"]["d_freq"] for k in (2, 3)] == [2, 3]
 
 
