@@ -43,8 +43,21 @@ def cache_dir(explicit_data_root: str | os.PathLike | None = None) -> Path:
     return path
 
 
-def run_dir(course: str, part: str, name: str, out_dir: str | os.PathLike | None = None) -> Path:
-    """``outputs/<course>/<part>/<name>/`` (or ``out_dir`` when given), created."""
+def run_dir(course: str, part: str, name: str, out_dir: str | os.PathLike | None = None,
+            quick: bool = False) -> Path:
+    """``outputs/<course>/<part>/<name>/`` (or ``out_dir`` when given), created. A quick run's
+    folder is ``<name>_quick``, so a smoke run never overwrites a full run's results."""
+    if quick:
+        name = f"{name}_quick"
     path = Path(out_dir).expanduser().resolve() if out_dir else OUTPUTS / course / part / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def skeleton_imgs_dir(course_dir: Path, run_folder: Path, cfg) -> Path:
+    """Where a script writes the figures its skeleton names, created: ``<course>/imgs/`` for a full
+    run; the run folder's ``imgs/`` with ``--out-dir`` or in quick mode, so that tests and smoke runs
+    never overwrite a student's figures."""
+    path = (run_folder if cfg.out_dir or cfg.quick else Path(course_dir)) / "imgs"
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -26,7 +26,7 @@ import torch.nn as nn
 from common.cli import BaseConfig, parse_config, run_main
 from common.data import TensorLoader, images, load_split
 from common.metrics import Evaluator
-from common.paths import run_dir
+from common.paths import run_dir, skeleton_imgs_dir
 from common.plotting import plot_panels, save_grid
 from common.tables import write_table
 from common.training import Run, adam, get_device, progress, seed_everything
@@ -289,7 +289,7 @@ def resolve_ablations(spec: str) -> list[str]:
 
 def run_ablations(cfg: Step1Config, train_x, device, evaluator) -> Path:
     """Each named ablation in its own sub-folder, then a loss overlay, a sample panel and a table."""
-    base = run_dir("ee8520", "step1", "ablations", cfg.out_dir)
+    base = run_dir("ee8520", "step1", "ablations", cfg.out_dir, quick=cfg.quick)
     results = {}
     for name in resolve_ablations(cfg.ablation):
         description, changes = ABLATIONS[name]
@@ -335,11 +335,10 @@ def main(argv=None) -> None:
         base = run_ablations(cfg, train_x, device, evaluator)
         print(f"[step1] ablation figures and table in {base}")
         return
-    imgs_dir = (Path(cfg.out_dir).expanduser().resolve() / "imgs") if cfg.out_dir else IMGS_DIR
-    imgs_dir.mkdir(parents=True, exist_ok=True)
-    folder = run_dir("ee8520", "step1", "gan", cfg.out_dir)
-    train_one(cfg, folder, train_x, device, evaluator, imgs_dir)
-    print(f"[step1] figures in {imgs_dir} and {folder}")
+    folder = run_dir("ee8520", "step1", "gan", cfg.out_dir, quick=cfg.quick)
+    imgs = skeleton_imgs_dir(COURSE_DIR, folder, cfg)
+    train_one(cfg, folder, train_x, device, evaluator, imgs)
+    print(f"[step1] figures in {imgs} and {folder}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import torch.nn as nn  # noqa: E402
 from common import data as D  # noqa: E402
 from common.cli import BaseConfig, parse_config, run_main  # noqa: E402
 from common.metrics import Evaluator, fixed_binarization, nats_to_bits_per_dim  # noqa: E402
-from common.paths import run_dir  # noqa: E402
+from common.paths import run_dir, skeleton_imgs_dir  # noqa: E402
 from common.plotting import grid_image, plot_bars, plot_panels, save_grid  # noqa: E402
 from common.tables import write_table  # noqa: E402
 from common.training import Run, adam, autocast, get_device, progress, resolve_precision, seed_everything  # noqa: E402
@@ -163,9 +163,8 @@ def main(argv=None):
     seed_everything(cfg.seed)
     precision = resolve_precision(cfg.precision, device, conv_model=True)
     channels_last = precision == "bf16" and device.type == "cpu"
-    out = run_dir("ee8520", "step2", cfg.name, cfg.out_dir)
-    imgs = Path(cfg.out_dir).expanduser().resolve() / "imgs" if cfg.out_dir else HERE / "imgs"
-    imgs.mkdir(parents=True, exist_ok=True)
+    out = run_dir("ee8520", "step2", cfg.name, cfg.out_dir, quick=cfg.quick)
+    imgs = skeleton_imgs_dir(HERE, out, cfg)
     run = Run(out, {**cfg.to_dict(), "precision_resolved": precision, "channels_last": channels_last,
                     "device_resolved": str(device)})
 

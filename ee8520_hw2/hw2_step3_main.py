@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from common.cli import BaseConfig, parse_config, run_main
 from common.data import TensorLoader, images, load_split
 from common.metrics import Evaluator
-from common.paths import run_dir
+from common.paths import run_dir, skeleton_imgs_dir
 from common.plotting import plot_embeddings, plot_latent_grid, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
 from common.training import Run, adam, get_device, progress, seed_everything
@@ -259,7 +259,7 @@ def finish_run(cfg, model, run, test_split, test_x, device, evaluator, imgs_dir:
 
 def run_sweep(cfg, train_x, test_split, test_x, device, evaluator) -> Path:
     """Each SWEEP entry in its own sub-folder, then a table and an overlay of test -ELBO per epoch."""
-    base = run_dir("ee8520", "step3", "sweep", cfg.out_dir)
+    base = run_dir("ee8520", "step3", "sweep", cfg.out_dir, quick=cfg.quick)
     rows, curves = [], {}
     names = [n.strip() for n in cfg.sweep_runs.split(",")] if cfg.sweep_runs else list(SWEEP)
     unknown = [n for n in names if n not in SWEEP]
@@ -306,11 +306,11 @@ def main(argv=None) -> None:
         base = run_sweep(cfg, train_x, test, test_x, device, evaluator)
         print(f"[step3] sweep table and figures in {base}")
         return
-    imgs_dir = (Path(cfg.out_dir).expanduser().resolve() / "imgs") if cfg.out_dir else IMGS_DIR
-    imgs_dir.mkdir(parents=True, exist_ok=True)
-    model, run = train_vae(cfg, run_dir("ee8520", "step3", "vae", cfg.out_dir), train_x, test_x, device)
-    finish_run(cfg, model, run, test, test_x, device, evaluator, imgs_dir)
-    print(f"[step3] figures in {imgs_dir} and {run.dir}")
+    folder = run_dir("ee8520", "step3", "vae", cfg.out_dir, quick=cfg.quick)
+    imgs = skeleton_imgs_dir(COURSE_DIR, folder, cfg)
+    model, run = train_vae(cfg, folder, train_x, test_x, device)
+    finish_run(cfg, model, run, test, test_x, device, evaluator, imgs)
+    print(f"[step3] figures in {imgs} and {run.dir}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import torch
 from common import data as D
 from common.cli import BaseConfig, parse_config, run_main
 from common.metrics import Evaluator
-from common.paths import run_dir
+from common.paths import OUTPUTS, run_dir
 from common.plotting import plot_bars, save_grid
 from common.tables import write_table
 from common.training import Run, seed_everything
@@ -56,7 +56,7 @@ class CGANConfig(BaseConfig):
 
 def compare_with_unconditional(cfg, metrics: dict, folder: Path) -> Path:
     """Table: the conditional model beside the unconditional DCGAN run (read from its metrics.json)."""
-    dc_dir = Path(cfg.dcgan_run) if cfg.dcgan_run else run_dir(COURSE, "dcgan", "default")
+    dc_dir = Path(cfg.dcgan_run) if cfg.dcgan_run else OUTPUTS / COURSE / ("dcgan_quick" if cfg.quick else "dcgan") / "default"
     keys = ["frechet_distance", "frechet_floor_train_vs_test", "class_entropy", "judge_confidence",
             "class_accuracy", "epochs", "quick", "mean_seconds_per_epoch", "n_samples"]
     rows = [{"model": "conditional DCGAN", **{k: metrics.get(k) for k in keys}}]
@@ -77,7 +77,7 @@ def main(argv=None) -> dict:
     split, x, y = load_data(cfg, device)
     n_classes = len(split.info.classes)
     y1h = D.one_hot(y, n_classes)
-    folder = run_dir(COURSE, PART, "default", cfg.out_dir)
+    folder = run_dir(COURSE, PART, "default", cfg.out_dir, quick=cfg.quick)
     run = Run(folder, {**cfg.to_dict(), "precision_resolved": precision, "data_source": split.source,
                        "n_train": len(split)})
     title = "Conditional DCGAN" + (" (quick)" if cfg.quick else "")

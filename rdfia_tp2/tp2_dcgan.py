@@ -83,8 +83,9 @@ def experiment_names(spec: str) -> list[str]:
 
 
 def part_dir(cfg) -> Path:
-    """The folder holding one sub-folder per experiment (``--out-dir`` replaces it)."""
-    return run_dir(COURSE, PART, "", cfg.out_dir)
+    """The folder holding one sub-folder per experiment (``--out-dir`` replaces it); quick runs
+    use ``dcgan_quick/``, so a smoke run never overwrites a full run."""
+    return run_dir(COURSE, "", PART, cfg.out_dir, quick=cfg.quick)
 
 
 def choose_precision(cfg, device) -> str:
@@ -238,7 +239,8 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
     precision = choose_precision(cfg, device)
     split, x, y = load_data(cfg, device)
     info = split.info
-    folder = run_dir(COURSE, PART, name, Path(cfg.out_dir) / name if cfg.out_dir else None)
+    folder = part_dir(cfg) / name
+    folder.mkdir(parents=True, exist_ok=True)
     run = Run(folder, {**cfg.to_dict(), "experiment": name, "precision_resolved": precision,
                        "data_source": split.source, "n_train": len(split)})
     title = f"DCGAN {name}" + (" (quick)" if cfg.quick else "")
@@ -388,8 +390,7 @@ def main(argv=None) -> dict:
             skipped[name] = "skipped: data missing"
             print(f"[{name}] skipped: {exc}")
     if len(names) > 1:
-        parent = Path(cfg.out_dir) if cfg.out_dir else part_dir(cfg)
-        write_comparison(parent, names, skipped)
+        write_comparison(part_dir(cfg), names, skipped)
     if missing is not None:  # the other runs and the comparison are written; still fail loudly
         raise missing
     return results

@@ -181,3 +181,18 @@ def test_adam_is_fused_on_cpu_and_matches_plain_adam():
             opt.step()
     assert (a.weight - start).abs().max() > 1e-3  # it did train
     torch.testing.assert_close(a.weight, b.weight, rtol=1e-5, atol=1e-6)
+
+
+def test_quick_runs_never_share_a_full_runs_folders(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from common import paths
+    monkeypatch.setattr(paths, "OUTPUTS", tmp_path / "outputs")
+    full, quick = paths.run_dir("c", "p", "gan"), paths.run_dir("c", "p", "gan", quick=True)
+    assert full == tmp_path / "outputs/c/p/gan" and quick == tmp_path / "outputs/c/p/gan_quick" and quick.is_dir()
+    assert paths.run_dir("c", "p", "gan", out_dir=tmp_path / "mine", quick=True) == tmp_path / "mine"
+    course = tmp_path / "course"
+    assert paths.skeleton_imgs_dir(course, full, SimpleNamespace(out_dir=None, quick=False)) == course / "imgs"
+    assert paths.skeleton_imgs_dir(course, quick, SimpleNamespace(out_dir=None, quick=True)) == quick / "imgs"
+    mine = tmp_path / "mine"
+    assert paths.skeleton_imgs_dir(course, mine, SimpleNamespace(out_dir=str(mine), quick=False)) == mine / "imgs"
