@@ -146,12 +146,17 @@ def main(argv=None) -> None:
     if args.what == "zip":
         zip_course(args.course, args.name, args.dist)
     else:
+        from .cli import env_quick
+
+        dst = Path(args.dst)
+        if env_quick():  # a smoke run never overwrites the executed notebook of a full run
+            dst = dst.with_name(f"{dst.stem}_quick{dst.suffix}")
         try:
-            execute_notebook(Path(args.src), Path(args.dst), pdf=not args.no_pdf)
+            execute_notebook(Path(args.src), dst, pdf=not args.no_pdf)
         except Exception as exc:  # a failing cell: say which, exit non-zero, no library traceback
             print(f"error: the notebook {args.src} failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}",
                   file=sys.stderr)
-            print(f"the partly executed notebook is at {args.dst}", file=sys.stderr)
+            print(f"the partly executed notebook is at {dst}", file=sys.stderr)
             sys.exit(1)
 
 

@@ -41,10 +41,11 @@ def _notebook(path):
 def test_execute_notebook_to_html_with_local_mathjax(tmp_path, monkeypatch):
     monkeypatch.setenv("HW_QUICK", "1")
     _notebook(tmp_path / "n.ipynb")
-    out = deliver.execute_notebook(tmp_path / "n.ipynb", tmp_path / "dist" / "n_out.ipynb", timeout=120, pdf=False)
-    nb = nbformat.read(out, as_version=4)
+    deliver.main(["notebook", str(tmp_path / "n.ipynb"), str(tmp_path / "dist" / "n_out.ipynb"), "--no-pdf"])
+    assert not (tmp_path / "dist" / "n_out.ipynb").exists()  # quick: never the full run's file name
+    nb = nbformat.read(tmp_path / "dist" / "n_out_quick.ipynb", as_version=4)
     assert nb.cells[1].outputs[0]["text"].strip() == "quick"  # the environment reaches the kernel
-    html = (tmp_path / "dist" / "n_out.html").read_text()
+    html = (tmp_path / "dist" / "n_out_quick.html").read_text()
     assert "jupyter_server_mathjax/static/MathJax.js" in html and "cdn" not in html.split("MathJax.js")[0][-200:]
 
 
