@@ -123,7 +123,7 @@ def test_stability_measures_flag_divergence_and_collapse():
 
 def test_bench_reference_step_runs():
     import bench_mlp_gan as B
-    G, D, opt_G, opt_D, bce = B.models()
+    G, D, opt_G, opt_D, bce = B.models(ours=False)
     d0 = _params(D)
     B.reference_step(G, D, opt_G, opt_D, bce, torch.rand(8, 1, 28, 28) * 2 - 1)
     assert any(not torch.equal(a, b) for a, b in zip(d0, D.parameters()))
