@@ -55,7 +55,9 @@ def test_ee8520_zip_runs_on_its_own(tmp_path):
     proc = subprocess.run([sys.executable, "hw2_step1_main.py", "--quick"], cwd=folder, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    run = folder / "outputs" / "ee8520" / "step1" / "gan"  # common.paths.ROOT is the unzipped folder
+    run = folder / "outputs" / "ee8520" / "step1" / "gan_quick"  # common.paths.ROOT is the unzipped folder
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
-    assert (folder / "imgs" / "generated_images.png").exists() and (folder / "imgs" / "loss_monitoring.png").exists()
+    # a quick run keeps the skeleton's figures in its own run folder, away from the student's imgs/
+    assert (run / "imgs" / "generated_images.png").exists() and (run / "imgs" / "loss_monitoring.png").exists()
+    assert not (folder / "imgs" / "generated_images.png").exists()
     assert not (ROOT / "ee8520_hw2" / "outputs").exists()
