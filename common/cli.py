@@ -16,6 +16,8 @@ import sys
 import typing
 from dataclasses import dataclass, fields
 
+import torch
+
 from .data import DataError
 from .training import NonFiniteLoss
 
@@ -94,7 +96,6 @@ def parse_config(config_cls, argv=None, description: str = ""):
 def apply_threads(cfg):
     """Set PyTorch's CPU thread count from ``cfg.threads`` (0 leaves it alone); returns ``cfg``."""
     if cfg.threads > 0:
-        import torch
         torch.set_num_threads(cfg.threads)
     return cfg
 

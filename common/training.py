@@ -82,10 +82,6 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-# --------------------------------------------------------------------------------------------
-# EMA and gradient penalty
-
-
 def adam(params, lr: float, **kwargs) -> torch.optim.Adam:
     """``torch.optim.Adam`` with its fused kernel where PyTorch has one (CPU, CUDA): the same update
     in one pass over the parameters instead of a dozen per-tensor ops (about 10-15% of an MLP GAN
@@ -95,6 +91,10 @@ def adam(params, lr: float, **kwargs) -> torch.optim.Adam:
     if first.device.type in ("cpu", "cuda"):
         kwargs.setdefault("fused", True)
     return torch.optim.Adam(params, lr=lr, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# EMA and gradient penalty
 
 
 def make_ema(model: torch.nn.Module) -> torch.nn.Module:

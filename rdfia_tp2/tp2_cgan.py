@@ -24,12 +24,13 @@ import torch
 from common import data as D
 from common.cli import BaseConfig, parse_config, run_main
 from common.metrics import Evaluator
-from common.paths import OUTPUTS, run_dir
+from common.paths import run_dir
 from common.plotting import plot_bars, save_grid
 from common.tables import write_table
-from common.training import Run, seed_everything
+from common.training import Run, get_device, seed_everything
+from tp2_dcgan import PART as DCGAN_PART
 from tp2_dcgan import (COURSE, GENERATOR_LOSSES, Keep, channels_last, choose_precision, generate, load_data,
-                       make_optimizers, plot_training, setup_device, train_epoch)
+                       make_optimizers, plot_training, train_epoch)
 from tp2_models import (ConditionalDiscriminator, ConditionalGenerator, conditional_grid_inputs, sample_z,
                         weights_init)
 
@@ -56,7 +57,7 @@ class CGANConfig(BaseConfig):
 
 def compare_with_unconditional(cfg, metrics: dict, folder: Path) -> Path:
     """Table: the conditional model beside the unconditional DCGAN run (read from its metrics.json)."""
-    dc_dir = Path(cfg.dcgan_run) if cfg.dcgan_run else OUTPUTS / COURSE / ("dcgan_quick" if cfg.quick else "dcgan") / "default"
+    dc_dir = Path(cfg.dcgan_run) if cfg.dcgan_run else run_dir(COURSE, "", DCGAN_PART, quick=cfg.quick) / "default"
     keys = ["frechet_distance", "frechet_floor_train_vs_test", "class_entropy", "judge_confidence",
             "class_accuracy", "epochs", "quick", "mean_seconds_per_epoch", "n_samples"]
     rows = [{"model": "conditional DCGAN", **{k: metrics.get(k) for k in keys}}]
@@ -72,7 +73,7 @@ def compare_with_unconditional(cfg, metrics: dict, folder: Path) -> Path:
 def main(argv=None) -> dict:
     cfg = parse_config(CGANConfig, argv, description=__doc__.splitlines()[0])
     seed_everything(cfg.seed)
-    device = setup_device(cfg)
+    device = get_device(cfg.device)  # also flushes denormals
     precision = choose_precision(cfg, device)
     split, x, y = load_data(cfg, device)
     n_classes = len(split.info.classes)

@@ -94,11 +94,6 @@ def choose_precision(cfg, device) -> str:
     return resolve_precision(cfg.precision, device, conv_model=True)
 
 
-def setup_device(cfg):
-    device = get_device(cfg.device)  # also flushes denormals
-    return device
-
-
 def load_data(cfg, device):
     split = D.load_split(cfg.dataset, "train", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
     x = D.images(split, "tanh", size=32, device=device)  # Pad(2) + Normalize((0.5,), (0.5,))
@@ -235,7 +230,7 @@ def plot_interpolation(G, nz, device, precision, path, title, seed, value_range=
 def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
     """Train one experiment and write its run folder; returns its metrics."""
     seed_everything(cfg.seed)
-    device = setup_device(cfg)
+    device = get_device(cfg.device)  # also flushes denormals
     precision = choose_precision(cfg, device)
     split, x, y = load_data(cfg, device)
     info = split.info
