@@ -70,13 +70,7 @@ class RunRef:
 
     @property
     def quick(self) -> bool:
-        """Made by a --quick run: "quick": true in its config.json or metrics.json (for a study
-        folder without them, in any of its sub-runs' config.json)."""
-        if self.folder is None:
-            return False
-        if is_run_folder(self.folder):
-            return any(_read_json(self.folder / f).get("quick") is True for f in RUN_MARKERS)
-        return any(_read_json(c / "config.json").get("quick") is True for c in self.folder.iterdir() if c.is_dir())
+        return self.folder is not None and is_quick_run(self.folder)
 
 
 @dataclass
@@ -114,6 +108,14 @@ def is_run_folder(path: Path) -> bool:
     return any((path / f).is_file() for f in RUN_MARKERS)
 
 
+def is_quick_run(folder: Path) -> bool:
+    """Made by a --quick run: "quick": true in its config.json or metrics.json (for a study
+    folder without them, in any of its sub-runs' config.json)."""
+    if is_run_folder(folder):
+        return any(_read_json(folder / f).get("quick") is True for f in RUN_MARKERS)
+    return any(_read_json(c / "config.json").get("quick") is True for c in folder.iterdir() if c.is_dir())
+
+
 def _stamp(path: Path) -> float:
     files = [path / f for f in RUN_MARKERS if (path / f).is_file()] or [p for p in path.iterdir() if p.is_file()]
     return max((f.stat().st_mtime for f in files), default=path.stat().st_mtime)
@@ -121,13 +123,14 @@ def _stamp(path: Path) -> float:
 
 def resolve_run(base: Path, newest: bool = False) -> Path | None:
     """The run folder ``base`` (None when it does not exist); with ``newest``, its newest child
-    run folder (one with metrics.json or config.json, by that file's time), else None."""
+    run folder (one with metrics.json or config.json, by that file's time), full runs before
+    ``--quick`` ones (a smoke run after the real one must not replace it in the report), else None."""
     if not base.is_dir():
         return None
     if not newest:
         return base
     children = [c for c in base.iterdir() if c.is_dir() and is_run_folder(c)]
-    return max(children, key=_stamp) if children else None
+    return max(children, key=lambda c: (not is_quick_run(c), _stamp(c))) if children else None
 
 
 def _read_json(path: Path) -> dict:

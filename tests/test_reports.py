@@ -140,19 +140,25 @@ def test_placeholder_syntax_and_missing_key(tmp_path):
     assert "Built from quick runs" not in html
 
 
-def test_newest_run_is_used(tmp_path):
+def test_newest_full_run_is_used_and_quick_only_without_one(tmp_path):
     import os
     import time
 
-    for i, name in enumerate(["old", "new"]):
+    def make_run(name, v, quick, age):
         run = tmp_path / "outputs/course/part" / name
-        _update_json(run / "metrics.json", lambda d, i=i: d.update(v=i))
-        _update_json(run / "config.json", lambda d, q=(name == "new"): d.update(quick=q))
-        t = time.time() - 100 + 50 * i
+        _update_json(run / "metrics.json", lambda d: d.update(v=v))
+        _update_json(run / "config.json", lambda d: d.update(quick=quick))
+        t = time.time() - age
         for f in run.iterdir():
             os.utime(f, (t, t))
+
+    make_run("quick", 0, True, age=100)
     html = report.render_html(_mini(tmp_path, "v = {{ r.metrics.v }}"), "Doe", tmp_path / "outputs")
-    assert "v = 1" in html and "Built from quick runs" in html and "outputs/course/part/new" in html
+    assert "v = 0" in html and "Built from quick runs" in html  # only a quick run: used, and said so
+    make_run("old", 1, False, age=300)
+    make_run("full", 2, False, age=200)
+    html = report.render_html(_mini(tmp_path, "v = {{ r.metrics.v }}"), "Doe", tmp_path / "outputs")
+    assert "v = 2" in html and "Built from quick runs" not in html and "outputs/course/part/full" in html
 
 
 def test_math_is_kept_away_from_markdown(tmp_path):
