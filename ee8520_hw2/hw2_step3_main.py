@@ -34,7 +34,7 @@ from common.metrics import Evaluator
 from common.paths import run_dir, skeleton_imgs_dir
 from common.plotting import plot_embeddings, plot_latent_grid, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
-from common.training import Run, adam, get_device, progress, seed_everything
+from common.training import NonFiniteLoss, Run, adam, get_device, load_checkpoint, progress, seed_everything
 from models.VAE import VAE_model
 
 COURSE_DIR = Path(__file__).resolve().parent
@@ -89,7 +89,10 @@ def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """-log p(x|z) = -sum_i [x_i log x^_i + (1 - x_i) log(1 - x^_i)] (Bernoulli decoder), per sample: (N,)."""
+    """-log p(x|z) = -sum_i [x_i log x^_i + (1 - x_i) log(1 - x^_i)] (Bernoulli decoder), per sample: (N,).
+    NaN when the decoder's output is not finite (a diverged model), for the training guard to report."""
+    if not torch.isfinite(recon).all():  # F.binary_cross_entropy would raise an unclear range error
+        return torch.full((recon.shape[0],), float("nan"), device=recon.device)
     return F.binary_cross_entropy(recon, x.reshape(x.shape[0], -1), reduction="none").sum(dim=1)
 
 
@@ -171,8 +174,13 @@ def evaluate(model, x: torch.Tensor, batch: int = 2000) -> dict:
             "mse": mse / n, "means": torch.cat(means)}
 
 
-def train_vae(cfg: Step3Config, folder: Path, train_x, test_x, device) -> tuple[VAE_model, Run]:
-    """Train one configuration, logging train and test terms per epoch; checkpoint each epoch."""
+def train_vae(cfg: Step3Config, folder: Path, train_x, test_x, device,
+              keep_last_good: bool = False) -> tuple[VAE_model, Run]:
+    """Train one configuration, logging train and test terms per epoch; checkpoint each epoch.
+
+    A NaN loss stops the run (the last good checkpoint is kept). With ``keep_last_good`` (the
+    study) it returns that checkpoint's model instead of raising, so the study goes on and
+    reports the run as diverged: its history is then shorter than ``cfg.epochs``."""
     seed_everything(cfg.seed)
     model = VAE_model(train_x.shape[1], cfg.hidden_dims).to(device)
     optimizer = adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -184,16 +192,23 @@ def train_vae(cfg: Step3Config, folder: Path, train_x, test_x, device) -> tuple[
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         t0, sums, steps = time.time(), np.zeros(3), 0
-        for (xb,) in progress(loader, desc=f"VAE epoch {epoch + 1}/{cfg.epochs}"):
-            loss, recon, kl = loss_func(model, xb, cfg.coeff, return_terms=True)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            values = (loss.item(), recon.item(), kl.item())
-            run.step += 1
-            run.guard(epoch, loss=values[0])
-            sums += values
-            steps += 1
+        try:
+            for (xb,) in progress(loader, desc=f"VAE epoch {epoch + 1}/{cfg.epochs}"):
+                loss, recon, kl = loss_func(model, xb, cfg.coeff, return_terms=True)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                values = (loss.item(), recon.item(), kl.item())
+                run.step += 1
+                run.guard(epoch, loss=values[0])
+                sums += values
+                steps += 1
+        except NonFiniteLoss as err:
+            if not (keep_last_good and run.ckpt_path.exists()):
+                raise
+            print(f"[step3] diverged: {err}")
+            load_checkpoint(run.ckpt_path, {"model": model, "history": run.history})
+            return model, run
         train_loss, train_recon, train_kl = sums / steps
         seconds = time.time() - t0
         test = evaluate(model, test_x)
@@ -269,17 +284,19 @@ def run_sweep(cfg, train_x, test_split, test_x, device, evaluator) -> Path:
         description, changes = SWEEP[name]
         print(f"[step3] sweep {name}: {description}")
         sub = dataclasses.replace(cfg, **changes)
-        model, run = train_vae(sub, base / name, train_x, test_x, device)
+        model, run = train_vae(sub, base / name, train_x, test_x, device, keep_last_good=True)
         m = finish_run(sub, model, run, test_split, test_x, device, evaluator, imgs_dir=None)
         h = run.history.epochs
+        diverged = len(h) < sub.epochs  # stopped by a NaN; evaluated at its last good epoch
         curves[name] = ([e["epoch"] for e in h], [-e["test_neg_elbo"] for e in h])
         readout = {f"ELBO @ ep {k}": -h[k - 1]["test_neg_elbo"] for k in (5, 10, 25) if k < len(h)}
         rows.append({"run": name, "change": description, "lr": sub.lr, "coeff": sub.coeff,
                      "hidden": "/".join(map(str, sub.hidden_dims[:-1])), "epochs": m["epochs"],
                      "test ELBO (nats)": m["test_elbo_nats"], "recon (nats)": m["test_recon_nats"],
                      "KL (nats)": m["test_kl_nats"], "MSE/pixel": m["test_mse_per_pixel"], **readout,
-                     "Frechet (prior samples)": m["prior_samples"].get("frechet_distance", "")})
-    best = max(rows, key=lambda r: r["test ELBO (nats)"])
+                     "Frechet (prior samples)": m["prior_samples"].get("frechet_distance", ""),
+                     "diverged": f"in epoch {len(h) + 1} (NaN); last good epoch shown" if diverged else ""})
+    best = max((r for r in rows if not r["diverged"]), key=lambda r: r["test ELBO (nats)"], default=rows[0])
     for r in rows:
         r["chosen"] = "yes" if r is best else ""
     write_table(rows, base / "sweep_table", title="EE 8520 HW2 Step 3 hyperparameter study (test set; ELBO with "

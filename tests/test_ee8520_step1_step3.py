@@ -257,3 +257,29 @@ def test_step3_sweep_quick_run(tmp_path):
     assert sum(r["chosen"] == "yes" for r in rows) == 1
     assert (out / "sweep_elbo_curves.png").exists() and (out / "chosen.txt").exists()
     assert (out / "coeff_0.1" / "latent_means.png").exists()
+
+
+def test_step3_nan_stops_a_run_but_the_study_keeps_its_last_good_epoch(ee, tmp_path, monkeypatch):
+    from common.training import NonFiniteLoss
+
+    s3 = ee["step3"]
+    assert torch.isnan(s3.reconstruction_loss(torch.full((2, 784), float("nan")), torch.rand(2, 784))).all()
+    real_loss, calls = s3.loss_func, {"n": 0}
+
+    def loss_nan_in_epoch_2(model, x, coeff, return_terms=False):  # 4 batches per epoch below
+        calls["n"] += 1
+        loss, recon, kl = real_loss(model, x, coeff, return_terms=True)
+        if calls["n"] == 6:
+            loss = loss * float("nan")
+        return (loss, recon, kl) if return_terms else loss
+
+    monkeypatch.setattr(s3, "loss_func", loss_nan_in_epoch_2)
+    g = torch.Generator().manual_seed(0)
+    train_x, test_x = torch.rand(256, 784, generator=g), torch.rand(64, 784, generator=g)
+    cfg = s3.Step3Config(epochs=3, batch_size=64, hidden_dims=[32, 16, 4])
+    with pytest.raises(NonFiniteLoss, match="last good checkpoint is kept"):
+        s3.train_vae(cfg, tmp_path / "plain", train_x, test_x, "cpu")
+    calls["n"] = 0
+    model, run = s3.train_vae(cfg, tmp_path / "study", train_x, test_x, "cpu", keep_last_good=True)
+    assert len(run.history.epochs) == 1  # stopped in epoch 2, evaluated at epoch 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
