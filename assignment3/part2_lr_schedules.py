@@ -33,7 +33,7 @@ import torch
 import mlp_gan as M
 from common.cli import parse_config, run_main
 from common.metrics import Evaluator
-from common.paths import OUTPUTS, ROOT, run_dir
+from common.paths import OUTPUTS, run_dir, shown
 from common.plotting import plot_panels, save_grid
 from common.tables import write_table
 from common.training import Run, get_device, resolve_precision, seed_everything, step_decay, warmup_cosine
@@ -64,12 +64,11 @@ def choose_batch_size(cfg, argv) -> tuple[int, str]:
         return cfg.batch_size, "given with --batch-size"
     folder = cfg.batch_sizes_run or OUTPUTS / "assignment3" / "batch_sizes" / ("quick" if cfg.quick else "default")
     path = Path(folder) / "metrics.json"
-    shown = path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path  # no home folder in the report
     if path.exists():
         m = json.loads(path.read_text())
         if "least_stable_batch_size" in m and bool(m.get("quick", False)) == bool(cfg.quick):
-            return int(m["least_stable_batch_size"]), f"least stable in Part II.2 ({shown}): {m['least_stable_rule']}"
-    return cfg.batch_size, (f"Part II.2 results not found at {shown} (or of the other mode): default batch size "
+            return int(m["least_stable_batch_size"]), f"least stable in Part II.2 ({shown(path)}): {m['least_stable_rule']}"
+    return cfg.batch_size, (f"Part II.2 results not found at {shown(path)} (or of the other mode): default batch size "
                             f"{cfg.batch_size}, the most updates per epoch and the noisiest gradients")
 
 

@@ -43,15 +43,27 @@ def cache_dir(explicit_data_root: str | os.PathLike | None = None) -> Path:
     return path
 
 
-def run_dir(course: str, part: str, name: str, out_dir: str | os.PathLike | None = None,
-            quick: bool = False) -> Path:
-    """``outputs/<course>/<part>/<name>/`` (or ``out_dir`` when given), created. A quick run's
+def run_path(course: str, part: str, name: str, out_dir: str | os.PathLike | None = None,
+             quick: bool = False) -> Path:
+    """``outputs/<course>/<part>/<name>/`` (or ``out_dir`` when given), not created. A quick run's
     folder is ``<name>_quick``, so a smoke run never overwrites a full run's results."""
     if quick:
         name = f"{name}_quick"
-    path = Path(out_dir).expanduser().resolve() if out_dir else OUTPUTS / course / part / name
+    return Path(out_dir).expanduser().resolve() if out_dir else OUTPUTS / course / part / name
+
+
+def run_dir(course: str, part: str, name: str, out_dir: str | os.PathLike | None = None,
+            quick: bool = False) -> Path:
+    """:func:`run_path`, created."""
+    path = run_path(course, part, name, out_dir, quick)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def shown(path: str | os.PathLike) -> Path:
+    """``path`` relative to the repository when it lies inside it (no home folder in a report)."""
+    resolved = Path(path).resolve()
+    return resolved.relative_to(ROOT) if resolved.is_relative_to(ROOT) else Path(path)
 
 
 def skeleton_imgs_dir(course_dir: Path, run_folder: Path, cfg) -> Path:

@@ -24,7 +24,7 @@ import torch
 from common import data as D
 from common.cli import BaseConfig, parse_config, run_main
 from common.metrics import Evaluator
-from common.paths import run_dir
+from common.paths import run_dir, run_path, shown
 from common.plotting import plot_bars, save_grid
 from common.tables import write_table
 from common.training import Run, get_device, seed_everything
@@ -57,7 +57,7 @@ class CGANConfig(BaseConfig):
 
 def compare_with_unconditional(cfg, metrics: dict, folder: Path) -> Path:
     """Table: the conditional model beside the unconditional DCGAN run (read from its metrics.json)."""
-    dc_dir = Path(cfg.dcgan_run) if cfg.dcgan_run else run_dir(COURSE, "", DCGAN_PART, quick=cfg.quick) / "default"
+    dc_dir = Path(cfg.dcgan_run) if cfg.dcgan_run else run_path(COURSE, "", DCGAN_PART, quick=cfg.quick) / "default"
     keys = ["frechet_distance", "frechet_floor_train_vs_test", "class_entropy", "judge_confidence",
             "class_accuracy", "epochs", "quick", "mean_seconds_per_epoch", "n_samples"]
     rows = [{"model": "conditional DCGAN", **{k: metrics.get(k) for k in keys}}]
@@ -65,7 +65,7 @@ def compare_with_unconditional(cfg, metrics: dict, folder: Path) -> Path:
         m = json.loads((dc_dir / "metrics.json").read_text())
         rows.append({"model": "unconditional DCGAN", **{k: m.get(k) for k in keys}, "class_accuracy": "n/a"})
     else:
-        rows.append({"model": "unconditional DCGAN", "frechet_distance": f"not run yet ({dc_dir})"})
+        rows.append({"model": "unconditional DCGAN", "frechet_distance": f"not run yet ({shown(dc_dir)})"})
     return write_table(rows, folder / "comparison_unconditional", columns=["model"] + keys,
                        title="Conditional vs unconditional DCGAN (judge features, MNIST test)")
 
