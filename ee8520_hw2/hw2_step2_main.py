@@ -200,6 +200,7 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     for epoch in range(start, cfg.epochs):
+        t_epoch = time.perf_counter()
         row = {"epoch": epoch + 1}
         for name, model in models.items():
             cond = name == "conditional"
@@ -208,7 +209,7 @@ def main(argv=None):
                                                 run=run, epoch_offset=epoch, desc=name)
             row[f"{name}_test_nll"] = test_nll(model, x_test_bin, y_test, cond, device, precision,
                                                channels_last=channels_last)
-        row["seconds"] = time.perf_counter() - t0
+        row["seconds"] = time.perf_counter() - t_epoch
         run.history.log_epoch(**row)
         run.checkpoint(epoch + 1, objects)
         print(f"[step2] epoch {epoch + 1}/{cfg.epochs}: NLL nats/image train/test "
@@ -218,6 +219,7 @@ def main(argv=None):
 
     # Test NLL of the final models in fp32, on the binarization each was trained with
     metrics = {"binarize": cfg.binarize, "precision": precision, "epochs": cfg.epochs,
+               "train_seconds": round(sum(run.history.series("seconds", per="epoch")), 1),
                "train_seconds_this_session": round(train_seconds, 1), "quick": cfg.quick,
                "data_source": train_split.source}
     for name, model in models.items():
