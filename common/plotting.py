@@ -184,10 +184,16 @@ def plot_embeddings(embeddings: Mapping[str, np.ndarray], labels, path, class_na
     return _save(fig, path)
 
 
-def plot_bars(values: Mapping[str, float], path, title: str, ylabel: str, xlabel: str = "") -> Path:
-    """One bar per named value (per class accuracy, per run metric)."""
+def plot_bars(values: Mapping[str, float], path, title: str, ylabel: str, xlabel: str = "",
+              log: bool = False, fmt: str | None = None) -> Path:
+    """One bar per named value (per class accuracy, per run metric). ``log``: a log y-axis, for
+    values spanning orders of magnitude; ``fmt`` (e.g. ``"%.0f"``): each value written on its bar."""
     fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(values) + 2), 3.6))
-    ax.bar(list(values), list(values.values()), color="C0")
+    bars = ax.bar(list(values), list(values.values()), color="C0")
+    if log:
+        ax.set_yscale("log")
+    if fmt:
+        ax.bar_label(bars, fmt=fmt, fontsize=8)
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.set_xlabel(xlabel)

@@ -352,8 +352,10 @@ def write_comparison(parent: Path, names: list[str], skipped: dict[str, str]) ->
                   title="DCGAN experiments: final samples from the same fixed noise (per nz)", xlabel="fixed z")
         fd = {r["experiment"]: r["frechet_distance"] for r in rows if isinstance(r.get("frechet_distance"), float)}
         if fd:
+            spread = max(fd.values()) / max(min(fd.values()), 1e-9)
             plot_bars(fd, out / "comparison_fd.png", title="Frechet distance on judge features (lower is better)",
-                      ylabel="FD vs MNIST test", xlabel="experiment")
+                      ylabel="FD vs MNIST test" + (" (log scale)" if spread > 20 else ""), xlabel="experiment",
+                      log=spread > 20, fmt="%.0f")
         d_curves, g_curves = {}, {}
         for name in labels:
             hist = json.loads((parent / name / "history.json").read_text())["epochs"]

@@ -78,6 +78,7 @@ def test_every_figure_type(tmp_path):
     _png(P.plot_embeddings({"A": pts, "B": pts * 2}, np.arange(100) % 10, tmp_path / "emb.png",
                            [f"c{i}" for i in range(10)], title="emb"))
     _png(P.plot_bars({"x": 1.0, "y": 2.0}, tmp_path / "bars.png", "bars", "v"))
+    _png(P.plot_bars({"x": 60.0, "y": 4568.0}, tmp_path / "bars_log.png", "bars", "v", log=True, fmt="%.0f"))
 
 
 def test_moving_average():
