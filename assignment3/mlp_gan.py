@@ -307,11 +307,6 @@ COLLAPSE_DROP = 0.25    # class entropy (nats) falling this much between two eva
 COLLAPSE_FLOOR = 1.6    # or staying below this (about five equally used classes) late in training
 
 
-def training_seconds(history) -> float:
-    """Seconds spent in training epochs, summed over every call of ``fit`` (``--resume`` included)."""
-    return float(sum(e.get("seconds", 0.0) for e in history.epochs))
-
-
 def stability_measures(history, evals: list[dict], last_fraction: float = 0.2) -> dict:
     """Numbers that say how (un)stable a run was.
 

@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
         run = Run(folder / f"bs_{bs}", {**sub.to_dict(), "precision_used": precision})
         out = M.fit(sub, run, x, device, precision, evaluator, z_eval, eval_every=cfg.eval_every,
                     eval_steps=(budget // 4, budget // 2, budget), label=f"bs {bs}")
-        out["seconds"] = M.training_seconds(out["history"])
+        out["seconds"] = out["history"].training_seconds()
         out["samples"] = M.sample(out["G"], z_show)
         out["measures"] = M.stability_measures(out["history"], out["evals"])
         at_u = [e for e in out["evals"] if e["step"] == budget]

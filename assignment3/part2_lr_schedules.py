@@ -127,7 +127,7 @@ def main(argv=None) -> dict:
         run = Run(study.dir / kind, {**cfg.to_dict(), "schedule": kind, "precision_used": precision})
         out = M.fit(cfg, run, x, device, precision, evaluator, z_eval, eval_every=cfg.eval_every,
                     schedule=make_schedule(kind, cfg), label=kind)
-        out["seconds"] = M.training_seconds(out["history"])
+        out["seconds"] = out["history"].training_seconds()
         out["samples"] = M.sample(out["G"], z_show)
         out["measures"] = M.stability_measures(out["history"], out["evals"])
         results[kind] = out

@@ -170,6 +170,10 @@ class History:
         rows = self.steps if per == "step" else self.epochs
         return [r[key] for r in rows if key in r]
 
+    def training_seconds(self) -> float:
+        """The epochs' ``seconds`` summed: the training time of the whole run, every ``--resume`` included."""
+        return float(sum(self.series("seconds", per="epoch")))
+
     def state_dict(self) -> dict:
         return {"steps": self.steps, "epochs": self.epochs}
 

@@ -219,7 +219,7 @@ def main(argv=None):
 
     # Test NLL of the final models in fp32, on the binarization each was trained with
     metrics = {"binarize": cfg.binarize, "precision": precision, "epochs": cfg.epochs,
-               "train_seconds": round(sum(run.history.series("seconds", per="epoch")), 1),
+               "train_seconds": round(run.history.training_seconds(), 1),
                "train_seconds_this_session": round(train_seconds, 1), "quick": cfg.quick,
                "data_source": train_split.source}
     for name, model in models.items():

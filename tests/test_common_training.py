@@ -109,7 +109,7 @@ def test_checkpoint_resume_reproduces_an_uninterrupted_run(tmp_path):
     model, opt = _make()
     run = T.Run(tmp_path / "a", {"lr": 0.1})
     _train(model, opt, 5)
-    run.history.log_epoch(epoch=1, loss=1.0)
+    run.history.log_epoch(epoch=1, loss=1.0, seconds=2.5)
     run.checkpoint(1, {"model": model, "opt": opt})
     _train(model, opt, 5)  # the uninterrupted second epoch
     expected = model.weight.detach().clone()
@@ -117,11 +117,13 @@ def test_checkpoint_resume_reproduces_an_uninterrupted_run(tmp_path):
     model2, opt2 = _make()
     run2 = T.Run(tmp_path / "a", {"lr": 0.1})
     assert run2.resume({"model": model2, "opt": opt2}) == 1
-    assert run2.history.epochs == [{"epoch": 1, "loss": 1.0}]
+    assert run2.history.epochs == [{"epoch": 1, "loss": 1.0, "seconds": 2.5}]
+    run2.history.log_epoch(epoch=2, loss=0.5, seconds=1.5)
+    assert run2.history.training_seconds() == 4.0  # summed over the resume
     _train(model2, opt2, 5)  # RNG state restored: same batches as above
     assert torch.allclose(model2.weight, expected)
     assert json.loads((tmp_path / "a" / "config.json").read_text()) == {"lr": 0.1}
-    assert (tmp_path / "a" / "epochs.csv").read_text().startswith("epoch,loss")
+    assert (tmp_path / "a" / "epochs.csv").read_text().startswith("epoch,loss,seconds")
     assert not list((tmp_path / "a").glob("*.tmp"))  # atomic writes leave no temporaries
 
 
