@@ -92,7 +92,7 @@ def main(argv=None) -> dict:
     metrics = {**{k: v for k, v in evals[-1].items() if k != "class_histogram"}, "stages": rows,
                "best_epoch": best["epoch"], "best_frechet_distance": best["frechet_distance"],
                "train_seconds": round(seconds, 1),
-               "seconds_per_epoch": round(sum(h.series("seconds", "epoch")) / max(1, len(h.epochs)), 2),
+               "seconds_per_epoch": round(h.seconds_per_epoch() or 0.0, 2),
                "judge_test_accuracy": evaluator.judge_info["test_accuracy"], "quick": cfg.quick}
     run.write_metrics(metrics)
     print(f"stages: final FD {rows[-1]['frechet_distance']:.2f} (floor {floor:.2f}), best at epoch "

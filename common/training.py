@@ -174,6 +174,11 @@ class History:
         """The epochs' ``seconds`` summed: the training time of the whole run, every ``--resume`` included."""
         return float(sum(self.series("seconds", per="epoch")))
 
+    def seconds_per_epoch(self) -> float | None:
+        """Mean of the epochs' ``seconds`` (None before the first epoch)."""
+        seconds = self.series("seconds", per="epoch")
+        return self.training_seconds() / len(seconds) if seconds else None
+
     def state_dict(self) -> dict:
         return {"steps": self.steps, "epochs": self.epochs}
 

@@ -507,7 +507,7 @@ def finish(res: Result, log=print, paths: dict | None = None) -> dict:
         "precision": res.precision, "device": str(res.device), "data_source": res.data_source,
         "epochs": res.cfg.epochs, "iterations": res.run.step,
         "train_seconds": round(res.seconds, 1),
-        "seconds_per_epoch": round(sum(e["seconds"] for e in epochs) / max(1, len(epochs)), 2),
+        "seconds_per_epoch": round(res.run.history.seconds_per_epoch() or 0.0, 2),
         "final": {k: epochs[-1][k] for k in ("loss_C", "loss_G", "gp", "wasserstein") if epochs and k in epochs[-1]},
         "figures": sorted(p.name for p in res.run.dir.glob("*.png")),
     })

@@ -165,7 +165,7 @@ def main(argv=None) -> None:
     z = torch.randn(cfg.n_eval, cfg.nz, generator=torch.Generator().manual_seed(cfg.seed + 3)).to(device)
     report = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root).report(generate(G, z))
     seconds = run.history.series("seconds", per="epoch")
-    run.write_metrics({**report, "epochs": len(seconds), "seconds_per_epoch": sum(seconds) / max(1, len(seconds)),
+    run.write_metrics({**report, "epochs": len(seconds), "seconds_per_epoch": run.history.seconds_per_epoch(),
                        "data_source": train.source, "n_train_gan": len(gan_train), "precision": precision})
     print(f"[problem 1.1] Frechet distance {report['frechet_distance']:.2f} "
           f"(floor {report['frechet_floor_train_vs_test']:.2f}), class entropy {report['class_entropy']:.3f} "

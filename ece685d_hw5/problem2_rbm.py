@@ -194,7 +194,7 @@ def main(argv=None):
                          "pca_test_mse_std": pca[m]["test"] / var,
                          "final_cd_loss": hist.series("cd_loss", "epoch")[-1] if seconds else None,
                          "final_chain_mse_std": hist.series("chain_mse_std", "epoch")[-1] if seconds else None,
-                         "seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
+                         "seconds_per_epoch": hist.seconds_per_epoch(),
                          "epochs": len(seconds)}
         run.write_metrics(per_m[str(m)])
         rows.append({"M": m, "train MSE (std)": tr["mse_std"], "test MSE (std)": te["mse_std"],

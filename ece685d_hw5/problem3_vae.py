@@ -157,7 +157,7 @@ def main(argv=None):
         seconds = hist.series("seconds", "epoch")
         metrics[kind] = {"test_elbo": -ev["loss"], "test_recon_log_lik": -ev["bce"], "test_kl": ev["kld"],
                          "best_epoch": info["epoch"], "best_val_loss": info["val_loss"],
-                         "epochs": len(seconds), "seconds_per_epoch": float(np.mean(seconds)) if seconds else None}
+                         "epochs": len(seconds), "seconds_per_epoch": hist.seconds_per_epoch()}
         rows.append({"model": title, "test ELBO (nats/image)": -ev["loss"],
                      "E_q log p(x|z)": -ev["bce"], "KL(q || p)": ev["kld"],
                      "best epoch": info["epoch"], "best val -ELBO": info["val_loss"],

@@ -120,6 +120,7 @@ def test_checkpoint_resume_reproduces_an_uninterrupted_run(tmp_path):
     assert run2.history.epochs == [{"epoch": 1, "loss": 1.0, "seconds": 2.5}]
     run2.history.log_epoch(epoch=2, loss=0.5, seconds=1.5)
     assert run2.history.training_seconds() == 4.0  # summed over the resume
+    assert run2.history.seconds_per_epoch() == 2.0 and T.History().seconds_per_epoch() is None
     _train(model2, opt2, 5)  # RNG state restored: same batches as above
     assert torch.allclose(model2.weight, expected)
     assert json.loads((tmp_path / "a" / "config.json").read_text()) == {"lr": 0.1}
