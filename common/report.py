@@ -210,23 +210,32 @@ def read_table(stem: Path) -> tuple[str, list[str], list[list[str]]] | None:
     return None
 
 
-def _num_cell(text: str) -> str:
-    """A ``<td>``: numbers to 4 significant digits, right-aligned; text left-aligned."""
+WIDE_TABLE_COLUMNS = 10  # more columns than this: a smaller font, so the table fits the page width
+
+
+def _num_cell(text: str, wrap: bool = True) -> str:
+    """A ``<td>``: numbers to 4 significant digits, right-aligned; text left-aligned (may wrap if ``wrap``)."""
     try:
         v = float(text)
     except ValueError:
-        return f'<td class="t">{_html.escape(text)}</td>'
+        return f'<td class="t">{_breakable(text)}</td>' if wrap else f'<td class="t nowrap">{_html.escape(text)}</td>'
     if text.strip().lstrip("-").isdigit():
         return f"<td>{text.strip()}</td>"
     return f"<td>{v:.4g}</td>"
 
 
+def _breakable(text: str) -> str:
+    """Escaped text that may wrap after ``_`` or ``/`` (run names, hidden sizes), so wide tables fit the page."""
+    return _html.escape(text).replace("_", "_<wbr>").replace("/", "/<wbr>")
+
+
 def table_html(title: str, columns: list[str], rows: list[list[str]]) -> str:
-    # headers such as fd_equal_epochs may break after an underscore, so wide tables fit the page
-    head = "".join(f"<th>{_html.escape(c).replace('_', '_<wbr>')}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(_num_cell(c) for c in r) + "</tr>" for r in rows)
+    head = "".join(f"<th>{_breakable(c)}</th>" for c in columns)
+    # the first column names the row: kept on one line
+    body = "".join("<tr>" + "".join(_num_cell(c, wrap=i > 0) for i, c in enumerate(r)) + "</tr>" for r in rows)
     cap = f"<caption>{_html.escape(title)}</caption>" if title else ""
-    return f'<table class="results">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    wide = " wide" if len(columns) > WIDE_TABLE_COLUMNS else ""
+    return f'<table class="results{wide}">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def image_data_uri(path: Path) -> str:
@@ -341,7 +350,8 @@ figure { margin: 6pt auto; text-align: center; break-inside: avoid; page-break-i
 figure img { max-width: 100%; } figcaption { font-size: 9pt; color: #333; margin-top: 2pt; }
 table { border-collapse: collapse; margin: 6pt auto; font-size: 8pt; break-inside: avoid; max-width: 100%; }
 th, td { border: 1px solid #aaa; padding: 1.5pt 3pt; text-align: right; } td { white-space: nowrap; } th { background: #eee; text-align: center; }
-td:first-child, td.t { text-align: left; } caption { font-size: 9pt; caption-side: top; margin-bottom: 2pt; color: #333; }
+td:first-child, td.t { text-align: left; } td.t { white-space: normal; } td.nowrap { white-space: nowrap; }
+table.wide { font-size: 6.5pt; } table.wide th, table.wide td { padding: 1pt 2pt; } caption { font-size: 9pt; caption-side: top; margin-bottom: 2pt; color: #333; }
 code { font-size: 9pt; } pre { background: #f5f5f5; padding: 4pt; font-size: 8.5pt; overflow-x: hidden; }
 .missing { color: #b00020; font-style: italic; font-family: sans-serif; font-size: 9pt; }
 .missing-figure { border: 1px dashed #b00020; padding: 14pt; }

@@ -123,6 +123,16 @@ def _mini(tmp_path: Path, body: str, runs: str = "run r: part/* | make thing") -
     return src
 
 
+def test_wide_tables_fit_the_page():
+    """Text cells after the first may wrap at _ and /; more than WIDE_TABLE_COLUMNS columns get a smaller font."""
+    narrow = report.table_html("", ["run", "hidden"], [["hidden_256_256", "256/128/64"]])
+    assert '<td class="t nowrap">hidden_256_256</td>' in narrow and "256/<wbr>128/<wbr>64" in narrow
+    assert 'class="results"' in narrow
+    n = report.WIDE_TABLE_COLUMNS + 1
+    wide = report.table_html("", [f"c{i}" for i in range(n)], [["x"] * n])
+    assert 'class="results wide"' in wide and "table.wide" in report.CSS
+
+
 def test_placeholder_syntax_and_missing_key(tmp_path):
     run = tmp_path / "outputs/course/part/r1"
     _update_json(run / "metrics.json", lambda d: d.update(fd=3.14159, nested={"a b": {"x": 2}}, n=10000))
@@ -135,7 +145,7 @@ def test_placeholder_syntax_and_missing_key(tmp_path):
     html = report.render_html(_mini(tmp_path, body), "Doe", tmp_path / "outputs")
     assert "FD 3.14, raw 3.142, 2, 25 epochs, n=10000" in html and "by Doe" in html
     assert "(not yet run: make thing) (no absent in metrics.json)" in html
-    assert "<th>E_<wbr>q log p(x|z)</th>" in html and "<td>-249</td>" in html and '<td class="t">VAE</td>' in html
+    assert "<th>E_<wbr>q log p(x|z)</th>" in html and "<td>-249</td>" in html and '<td class="t nowrap">VAE</td>' in html
     assert "Figure 1.</b> a caption" in html and "(none.png)" in html
     assert "Built from quick runs" not in html
 
