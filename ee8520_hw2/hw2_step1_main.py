@@ -262,10 +262,9 @@ def train_one(cfg: Step1Config, folder: Path, train_x: torch.Tensor, device, eva
             samples = torch.cat([generator(z[i:i + 1000]) for i in range(0, len(z), 1000)]).cpu()
         report = evaluator.report(samples, value_range=(-1, 1))
     last = h.epochs[-1]
-    epoch_seconds = [e["seconds"] for e in h.epochs if "seconds" in e]
     summary = {"final_d_loss": last["d_loss"], "final_g_loss": last.get("g_loss"),
                "mean_D_x": last["d_x"], "mean_D_G_z": last["d_g_z"], "epochs": len(h.epochs),
-               "seconds_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else None,
+               "seconds_per_epoch": h.seconds_per_epoch(),
                "train_seconds_this_call": round(train_seconds, 1), "device": str(device), **report}
     run.write_metrics(summary)
     if report:

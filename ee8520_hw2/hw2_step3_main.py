@@ -259,11 +259,10 @@ def finish_run(cfg, model, run, test_split, test_x, device, evaluator, imgs_dir:
     save_grid(samples[:64], run.path("prior_samples.png"), nrow=8, value_range=(0, 1),
               title="VAE: decoded samples z ~ N(0, I)")
     report = evaluator.report(samples[:cfg.n_eval], value_range=(0, 1)) if evaluator is not None else {}
-    seconds = [e["seconds"] for e in run.history.epochs]
     metrics = {"test_elbo_nats": test["elbo"], "test_neg_elbo_nats": test["neg_elbo"], "test_recon_nats": test["recon"],
                "test_kl_nats": test["kl"], "test_mse_per_pixel": test["mse"],
                "elbo_note": "coeff = 1, one seeded z sample per test image, Bernoulli likelihood of grey-level pixels",
-               "epochs": len(run.history.epochs), "seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
+               "epochs": len(run.history.epochs), "seconds_per_epoch": run.history.seconds_per_epoch(),
                "device": str(device), "prior_samples": report}
     run.write_metrics(metrics)
     judged = (f"; prior samples Frechet {report['frechet_distance']:.2f} (floor {report['frechet_floor_train_vs_test']:.2f})"

@@ -95,7 +95,7 @@ def main(argv=None) -> dict:
     # Progress rows: one fixed z per column and the column's class 0..9 (one digit of each class).
     noise = sample_z(n_classes, cfg.nz, torch.Generator().manual_seed(1234 + cfg.seed))
     labels = D.one_hot(torch.arange(n_classes), n_classes)
-    keep = Keep(progress=[generate(G, noise, device, precision, labels)], progress_epochs=[0], epoch_seconds=[])
+    keep = Keep(progress=[generate(G, noise, device, precision, labels)], progress_epochs=[0])
     objects = {"G": G, "D": Dn, "opt_G": opt_G, "opt_D": opt_D, "sched_G": sched_G, "sched_D": sched_D,
                "loader": loader, "keep": keep}
     start = run.resume(objects) if cfg.resume else 0
@@ -112,7 +112,6 @@ def main(argv=None) -> dict:
                           g_loss_fn, device, precision, desc=f"cgan {epoch + 1}/{cfg.epochs}")
         seconds = row["seconds"]
         run.history.log_epoch(**row)
-        keep["epoch_seconds"].append(seconds)
         keep["progress"].append(generate(G, noise, device, precision, labels))
         keep["progress_epochs"].append(epoch + 1)
         print(f"[cgan] epoch {epoch + 1}/{cfg.epochs}: D loss {row['d_loss']:.3f}, G loss {row['g_loss']:.3f}, "
@@ -144,8 +143,8 @@ def main(argv=None) -> dict:
     metrics = {"model": "conditional DCGAN", "quick": cfg.quick, "data_source": split.source, "nz": cfg.nz,
                "lr": cfg.lr, "epochs": cfg.epochs, "precision": precision, "steps": run.step,
                "params_G": sum(p.numel() for p in G.parameters()), "params_D": sum(p.numel() for p in Dn.parameters()),
-               "seconds_per_epoch": keep["epoch_seconds"],
-               "mean_seconds_per_epoch": sum(keep["epoch_seconds"]) / max(1, len(keep["epoch_seconds"])),
+               "seconds_per_epoch": run.history.series("seconds", per="epoch"),
+               "mean_seconds_per_epoch": run.history.seconds_per_epoch() or 0.0,
                "final_epoch": {k: last.get(k) for k in ("d_loss", "g_loss", "D_x", "D_G_z")},
                **report, "grid_class_accuracy_per_row": grid_acc}
     run.write_metrics(metrics)

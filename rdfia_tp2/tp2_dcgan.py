@@ -250,8 +250,7 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
     loader = D.TensorLoader(x, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
     g_loss_fn = GENERATOR_LOSSES[cfg.g_loss]
     noise = fixed_noise(cfg.nz, 10, cfg.seed)
-    keep = Keep(progress=[generate(G, noise, device, precision)], progress_epochs=[0], fd=[], fd_epochs=[],
-                epoch_seconds=[])
+    keep = Keep(progress=[generate(G, noise, device, precision)], progress_epochs=[0], fd=[], fd_epochs=[])
     objects = {"G": G, "D": Dn, "opt_G": opt_G, "opt_D": opt_D, "sched_G": sched_G, "sched_D": sched_D,
                "loader": loader, "keep": keep}
     start = run.resume(objects) if cfg.resume else 0
@@ -276,7 +275,6 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
                           lambda batch: (batch[0], torch.randn(len(batch[0]), cfg.nz, 1, 1, device=device), (), ()),
                           g_loss_fn, device, precision, desc=f"{name} {epoch + 1}/{cfg.epochs}")
         seconds = row["seconds"]
-        keep["epoch_seconds"].append(seconds)
         keep["progress"].append(generate(G, noise, device, precision))
         keep["progress_epochs"].append(epoch + 1)
         if per_epoch_fd:
@@ -304,8 +302,8 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
                "nz": cfg.nz, "ngf": cfg.ngf, "ndf": cfg.ndf, "init": cfg.init, "g_loss_type": cfg.g_loss,
                "lr": cfg.lr, "epochs": cfg.epochs, "precision": precision, "steps": run.step,
                "params_G": sum(p.numel() for p in G.parameters()), "params_D": sum(p.numel() for p in Dn.parameters()),
-               "seconds_per_epoch": keep["epoch_seconds"],
-               "mean_seconds_per_epoch": sum(keep["epoch_seconds"]) / max(1, len(keep["epoch_seconds"])),
+               "seconds_per_epoch": run.history.series("seconds", per="epoch"),
+               "mean_seconds_per_epoch": run.history.seconds_per_epoch() or 0.0,
                "final_epoch": {k: last.get(k) for k in ("d_loss", "g_loss", "D_x", "D_G_z")},
                "frechet_per_epoch": keep["fd"], "frechet_per_epoch_epochs": keep["fd_epochs"],
                "frechet_per_epoch_n": cfg.n_eval_epoch}
