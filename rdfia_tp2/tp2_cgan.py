@@ -10,7 +10,8 @@ so each column shares z ("style") and each row shares y ("content").
 Writes ``outputs/rdfia_tp2/cgan/default/``: loss curves, samples over training, the 10x10
 conditional grid, the judge's class accuracy per row (bars and ``metrics.json``), and a table
 comparing quality (Frechet distance, class entropy) with the unconditional run of
-``tp2_dcgan.py`` (``outputs/rdfia_tp2/dcgan/default``, or ``--dcgan-run``).
+``tp2_dcgan.py`` (``outputs/rdfia_tp2/dcgan/default``, or ``--dcgan-run``), and the sentence that
+reads that table (``comparison_verdict.txt``, quoted by the report's Q8).
 """
 from __future__ import annotations
 
@@ -55,17 +56,33 @@ class CGANConfig(BaseConfig):
     QUICK: typing.ClassVar[dict] = {"epochs": 2, "batch_size": 32, "n_eval": 500}
 
 
+def comparison_verdict(cg: dict, dc: dict | None) -> str:
+    """One sentence that reads the comparison table: which model's samples are closer to real digits
+    (lower judge FD) and how evenly each covers the ten classes (class entropy, ln 10 at best)."""
+    if dc is None:
+        return "The unconditional run is missing, so there is nothing to compare with yet."
+    a, b = cg["frechet_distance"], dc["frechet_distance"]
+    better, worse = ("conditional", "unconditional") if a < b else ("unconditional", "conditional")
+    return (f"In our runs the {better} model was the more successful one: its samples are closer to real "
+            f"digits (FD {min(a, b):.1f} against {max(a, b):.1f} for the {worse} model, "
+            f"{max(a, b) / min(a, b):.2f}x). Class coverage: class entropy {cg['class_entropy']:.3f} "
+            f"(conditional) and {dc['class_entropy']:.3f} (unconditional), of at most 2.303.")
+
+
 def compare_with_unconditional(cfg, metrics: dict, folder: Path) -> Path:
-    """Table: the conditional model beside the unconditional DCGAN run (read from its metrics.json)."""
+    """Table: the conditional model beside the unconditional DCGAN run (read from its metrics.json),
+    and ``comparison_verdict.txt``, the sentence that reads it (report Q8)."""
     dc_dir = Path(cfg.dcgan_run) if cfg.dcgan_run else run_path(COURSE, "", DCGAN_PART, quick=cfg.quick) / "default"
     keys = ["frechet_distance", "frechet_floor_train_vs_test", "class_entropy", "judge_confidence",
             "class_accuracy", "epochs", "quick", "mean_seconds_per_epoch", "n_samples"]
     rows = [{"model": "conditional DCGAN", **{k: metrics.get(k) for k in keys}}]
+    dc = None
     if (dc_dir / "metrics.json").exists():
-        m = json.loads((dc_dir / "metrics.json").read_text())
-        rows.append({"model": "unconditional DCGAN", **{k: m.get(k) for k in keys}, "class_accuracy": "n/a"})
+        dc = json.loads((dc_dir / "metrics.json").read_text())
+        rows.append({"model": "unconditional DCGAN", **{k: dc.get(k) for k in keys}, "class_accuracy": "n/a"})
     else:
         rows.append({"model": "unconditional DCGAN", "frechet_distance": f"not run yet ({shown(dc_dir)})"})
+    (folder / "comparison_verdict.txt").write_text(comparison_verdict(metrics, dc) + "\n")
     return write_table(rows, folder / "comparison_unconditional", columns=["model"] + keys,
                        title="Conditional vs unconditional DCGAN (judge features, MNIST test)")
 

@@ -171,7 +171,7 @@ def test_dcgan_quick_default_and_cgan(tmp_path):
              "--out-dir", str(cg), "--dcgan-run", str(run)))
     for name in ["config.json", "metrics.json", "checkpoint.pt", "losses.png", "samples_over_training.png",
                  "conditional_grid.png", "class_accuracy.png", "comparison_unconditional.md",
-                 "comparison_unconditional.csv"]:
+                 "comparison_unconditional.csv", "comparison_verdict.txt"]:
         assert (cg / name).is_file(), name
     m = json.loads((cg / "metrics.json").read_text())
     assert set(m["class_accuracy_per_class"]) == {str(c) for c in range(10)}
@@ -180,6 +180,17 @@ def test_dcgan_quick_default_and_cgan(tmp_path):
         assert key in m, key
     table = (cg / "comparison_unconditional.md").read_text()
     assert "conditional DCGAN" in table and "unconditional DCGAN" in table and "not run" not in table
+    verdict = (cg / "comparison_verdict.txt").read_text()
+    assert f"FD {min(m['frechet_distance'], json.loads((run / 'metrics.json').read_text())['frechet_distance']):.1f} against" in verdict
+
+
+def test_cgan_comparison_verdict_names_the_lower_fd():
+    import tp2_cgan as C
+    cg, dc = {"frechet_distance": 50.0, "class_entropy": 2.30}, {"frechet_distance": 150.0, "class_entropy": 2.25}
+    assert "the conditional model was the more successful" in C.comparison_verdict(cg, dc)
+    assert "FD 50.0 against 150.0 for the unconditional model, 3.00x" in C.comparison_verdict(cg, dc)
+    assert "the unconditional model was the more successful" in C.comparison_verdict(dc, cg)
+    assert "missing" in C.comparison_verdict(cg, None)
 
 
 def test_dcgan_experiments_comparison_and_cifar_quick(tmp_path):
