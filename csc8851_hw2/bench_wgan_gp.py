@@ -9,7 +9,7 @@ alternating chunks so that load from other processes hits both alike, then extra
   (``Pad(2)`` or ``Resize(32)``, ``ToTensor``, ``Normalize``), fp32, denormal floats not flushed
   (what a plain PyTorch script does);
 - ours: the split in one tensor sliced by ``TensorLoader``, ``get_device`` (flushes denormals) and
-  the precision ``--precision auto`` resolves to (``wgan_gp.choose_precision``: fp32 on a CPU),
+  the precision ``--precision auto`` resolves to (``wgan_gp.choose_precision``: bf16 on a bf16 CPU),
   channels-last memory format on a CPU (``wgan_gp.memory_format``), fused Adam (``common.training.adam``).
   ``--compare-precision`` times our loop in the other precision too, in the same rounds.
 

@@ -237,6 +237,8 @@ def test_quick_run_every_figure_and_resume(tmp_path):
         assert sorted(map(float, metrics["truncation"][gen])) == sorted(W.PSIS)
     history = json.loads((out / "history.json").read_text())
     assert [e["epoch"] for e in history["epochs"]] == [1, 2]
+    # the training time covers both epochs, the one before --resume included
+    assert metrics["train_seconds"] == round(sum(e["seconds"] for e in history["epochs"]), 1)
     assert all(math.isfinite(s["loss_C"]) and s["gp"] >= 0 for s in history["steps"])
     assert {"d_real", "d_fake", "gp", "loss_C", "loss_G"} <= set(history["steps"][0])
     config = json.loads((out / "config.json").read_text())
