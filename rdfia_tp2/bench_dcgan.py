@@ -98,7 +98,7 @@ def main(argv=None) -> dict:
     root = data_root(cfg.data_root)
     split = D.load_split("mnist", "train", root=cfg.data_root)  # DataError (exit 2) when absent
     device = get_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device, conv_model=True)
+    precision = resolve_precision(cfg.precision, device)
     n_epoch_batches = math.ceil(len(split) / cfg.batch_size)
 
     x = D.images(split, "tanh", size=32, device=device).contiguous(memory_format=torch.channels_last)

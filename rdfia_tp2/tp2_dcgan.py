@@ -91,7 +91,7 @@ def part_dir(cfg) -> Path:
 def choose_precision(cfg, device) -> str:
     # auto -> bf16 where supported: in README.md's precision check its FD stayed within the
     # seed-to-seed spread of fp32's (two seeds, one epoch); --precision fp32 is the reference.
-    return resolve_precision(cfg.precision, device, conv_model=True)
+    return resolve_precision(cfg.precision, device)
 
 
 def load_data(cfg, device):
