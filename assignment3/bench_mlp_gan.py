@@ -5,7 +5,8 @@ reference-style loop, timed side by side on the same number of batches.
   transforms through a ``DataLoader`` (batch 128, shuffled, no workers), fp32, default denormal
   handling, and the usual tutorial step (one G forward reused for the D and G updates, no freezing);
 * ours: the whole split in one tensor sliced by ``TensorLoader``, denormals flushed
-  (``get_device``), fp32 (``resolve_precision`` keeps MLPs in fp32), the handout's step with
+  (``get_device``), the precision ``--precision auto`` resolves to (bf16 autocast on a bf16 CPU,
+  ``common.training.resolve_precision``; the other precision is timed beside it), the handout's step with
   freezing from ``mlp_gan.train_step`` (D reads real and fake rows in one pass), and fused Adam
   (``common.training.adam``).
 
@@ -30,7 +31,7 @@ from common import data as D
 from common.cli import run_main
 from common.data import DataError
 from common.paths import data_root
-from common.training import get_device
+from common.training import get_device, resolve_precision
 
 
 def reference_step(G, Dn, opt_G, opt_D, criterion, images: torch.Tensor, latent_dim: int = 100) -> None:
@@ -129,41 +130,44 @@ def main(argv=None) -> float:
     parser.add_argument("--warmup", type=int, default=5, help="untimed batches first")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--data-root", default=None)
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
-                        help="also time our loop under bf16 autocast (reported, not the headline: MLPs train in fp32)")
+    parser.add_argument("--precision", default="auto", choices=["fp32", "bf16", "auto"], help="our loop's precision")
+    parser.add_argument("--other-precision", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time our loop in the other precision (fp32 vs bf16), reported beside the headline")
     parser.add_argument("--compile", action="store_true",
                         help="also time our loop with torch.compile'd G and D, compile time included (reported)")
     args = parser.parse_args(argv)
     root = data_root(args.data_root)
+    precision = resolve_precision(args.precision, get_device("cpu"))
+    other = "fp32" if precision == "bf16" else "bf16"
     per_round = max(1, args.batches // args.rounds)
-    ref_state, our_state, bf16_state, comp_state = {}, {}, {}, {}
-    t_ref = t_ours = t_bf16 = c_ref = c_ours = c_bf16 = t_comp = 0.0
+    ref_state, our_state, other_state, comp_state = {}, {}, {}, {}
+    t_ref = t_ours = t_other = c_ref = c_ours = c_other = t_comp = 0.0
     for r in range(args.rounds):
         w, c = time_reference(root, args.batch_size, per_round, args.warmup, ref_state)
         t_ref, c_ref = t_ref + w, c_ref + c
-        w, c = time_ours(root, args.batch_size, per_round, args.warmup, our_state, "fp32")
+        w, c = time_ours(root, args.batch_size, per_round, args.warmup, our_state, precision)
         t_ours, c_ours = t_ours + w, c_ours + c
-        if args.bf16:
-            w, c = time_ours(root, args.batch_size, per_round, args.warmup, bf16_state, "bf16")
-            t_bf16, c_bf16 = t_bf16 + w, c_bf16 + c
+        if args.other_precision:
+            w, c = time_ours(root, args.batch_size, per_round, args.warmup, other_state, other)
+            t_other, c_other = t_other + w, c_other + c
         if args.compile:
-            t_comp += time_ours(root, args.batch_size, per_round, args.warmup, comp_state, "fp32", compiled=True)[0]
-        print(f"round {r + 1}/{args.rounds}: reference {t_ref:.2f} s, ours {t_ours:.2f} s"
-              + (f", ours bf16 {t_bf16:.2f} s" if args.bf16 else "") + " (cumulative)", flush=True)
+            t_comp += time_ours(root, args.batch_size, per_round, args.warmup, comp_state, precision, compiled=True)[0]
+        print(f"round {r + 1}/{args.rounds}: reference {t_ref:.2f} s, ours ({precision}) {t_ours:.2f} s"
+              + (f", ours {other} {t_other:.2f} s" if args.other_precision else "") + " (cumulative)", flush=True)
     n = per_round * args.rounds
     per_epoch = math.ceil(60000 / args.batch_size)
     ref_epoch, our_epoch = t_ref / n * per_epoch, t_ours / n * per_epoch
     print(f"threads: {torch.get_num_threads()}; {n} batches of {args.batch_size} each, extrapolated to {per_epoch} batches")
     print(f"reference (DataLoader + PIL transforms, fp32, no denormal flush): {t_ref / n * 1000:.1f} ms/batch, "
           f"{ref_epoch:.1f} s/epoch")
-    print(f"ours (TensorLoader, denormals flushed, fp32, freezing, one D pass): {t_ours / n * 1000:.1f} ms/batch, "
+    print(f"ours (TensorLoader, denormals flushed, {precision}, freezing, one D pass): {t_ours / n * 1000:.1f} ms/batch, "
           f"{our_epoch:.1f} s/epoch")
-    if args.bf16:
-        print(f"ours under bf16 autocast (not used by default): {t_bf16 / n * 1000:.1f} ms/batch, "
-              f"{t_bf16 / n * per_epoch:.1f} s/epoch, {t_ref / t_bf16:.2f}x the reference")
+    if args.other_precision:
+        print(f"ours in {other} instead: {t_other / n * 1000:.1f} ms/batch, "
+              f"{t_other / n * per_epoch:.1f} s/epoch, {t_ref / t_other:.2f}x the reference")
     print(f"CPU time (process_time; steadier than wall time on a shared machine): reference "
           f"{c_ref / n * 1000:.1f} ms/batch, ours {c_ours / n * 1000:.1f} ms/batch ({c_ref / c_ours:.2f}x)"
-          + (f", ours bf16 {c_bf16 / n * 1000:.1f} ms/batch ({c_ref / c_bf16:.2f}x)" if args.bf16 else ""))
+          + (f", ours {other} {c_other / n * 1000:.1f} ms/batch ({c_ref / c_other:.2f}x)" if args.other_precision else ""))
     if args.compile:
         # Eager warm-up batches cost about what timed ones do; the rest of compiled warm-up is compilation.
         compile_s = comp_state["setup"] - args.warmup * t_ours / n

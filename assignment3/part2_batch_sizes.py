@@ -54,7 +54,7 @@ class BatchConfig(M.GanConfig):
 def main(argv=None) -> dict:
     cfg = parse_config(BatchConfig, argv, __doc__.splitlines()[0])
     device = get_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device, conv_model=False)
+    precision = resolve_precision(cfg.precision, device)
     seed_everything(cfg.seed)
     x, _, source = M.load_mnist(cfg, device)
     folder = run_dir("assignment3", "batch_sizes", cfg.name, cfg.out_dir)

@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
     bs, reason = choose_batch_size(cfg, argv)
     cfg = dataclasses.replace(cfg, batch_size=bs)
     device = get_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device, conv_model=False)
+    precision = resolve_precision(cfg.precision, device)
     seed_everything(cfg.seed)
     x, _, source = M.load_mnist(cfg, device)
     study = Run(run_dir("assignment3", "schedules", cfg.name, cfg.out_dir),

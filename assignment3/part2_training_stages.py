@@ -45,7 +45,7 @@ class StagesConfig(M.GanConfig):
 def main(argv=None) -> dict:
     cfg = parse_config(StagesConfig, argv, __doc__.splitlines()[0])
     device = get_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device, conv_model=False)
+    precision = resolve_precision(cfg.precision, device)
     seed_everything(cfg.seed)
     x, _, source = M.load_mnist(cfg, device)
     run = Run(run_dir("assignment3", "stages", cfg.name, cfg.out_dir),

@@ -161,7 +161,7 @@ def main(argv=None):
         raise SystemExit("--digit must be 0..9")
     device = get_device(cfg.device)
     seed_everything(cfg.seed)
-    precision = resolve_precision(cfg.precision, device, conv_model=True)
+    precision = resolve_precision(cfg.precision, device)
     channels_last = precision == "bf16" and device.type == "cpu"
     out = run_dir("ee8520", "step2", cfg.name, cfg.out_dir, quick=cfg.quick)
     imgs = skeleton_imgs_dir(HERE, out, cfg)
