@@ -47,7 +47,7 @@ class Config(BaseConfig):
     lr: float = 1e-3
     seed: int = 0
     precision: str = dataclasses.field(default="fp32", metadata={
-        "choices": ["fp32", "bf16", "auto"], "help": "not used: the MLPs always run in fp32 (bf16 gains little here)"})
+        "choices": ["fp32"], "help": "the MLPs train in fp32 only (bf16 gains little here)"})
     val_fraction: float = dataclasses.field(default=0.2, metadata={"help": "share of train held out"})
     tsne_points: int = dataclasses.field(default=10000, metadata={"help": "test images in the t-SNE"})
     judge: bool = dataclasses.field(default=True, metadata={

@@ -56,6 +56,8 @@ class Step1Config(BaseConfig):
     d_freq: int = field(default=1, metadata={"help": "update G only on batches n with n %% d_freq == 0"})
     n_eval: int = field(default=10000, metadata={"help": "generated samples scored by the MNIST judge (0: no judge)"})
     threads: int = 1  # these small MLPs run fastest on one thread (two spin-wait on a busy CPU)
+    precision: str = field(default="fp32", metadata={
+        "choices": ["fp32"], "help": "these small MLPs train in fp32 only (bf16 is not checked for them)"})
     ablation_epochs: int = field(default=50, metadata={"help": "epochs of each ablation run"})
     ablation: typing.Optional[str] = field(default=None, metadata={
         "help": "run named ablations instead of the default run: 'all' or comma-separated names "

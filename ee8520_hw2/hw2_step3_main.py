@@ -55,6 +55,8 @@ class Step3Config(BaseConfig):
         "help": "encoder hidden sizes then 2 x latent size (the decoder mirrors them)"})
     n_eval: int = field(default=10000, metadata={"help": "prior samples scored by the MNIST judge (0: no judge)"})
     threads: int = 1  # these small MLPs run fastest on one thread (two spin-wait on a busy CPU)
+    precision: str = field(default="fp32", metadata={
+        "choices": ["fp32"], "help": "these small MLPs train in fp32 only (bf16 is not checked for them)"})
     sweep: bool = field(default=False, metadata={"help": "run the hyperparameter study (SWEEP) instead"})
     sweep_runs: typing.Optional[str] = field(default=None, metadata={
         "help": "comma-separated subset of the study's runs (default: all of default, lr_1e-4, lr_1e-2, "
