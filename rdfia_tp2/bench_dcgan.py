@@ -8,8 +8,10 @@ precision ``--precision auto`` resolves to (bf16 autocast on a bf16 CPU). Same m
 size, same training step (``tp2_dcgan.gan_step``), the same number of batches for both, timed
 side by side in one process (interleaved blocks of 10 batches, so a busy shared CPU slows both
 alike) and extrapolated to an epoch (469 batches of 128). Ours also keeps weights and batches
-channels-last (NHWC), oneDNN's fast layout for bf16 convolutions, and steps with fused Adam
-(``common.training.adam``) where the reference uses plain ``torch.optim.Adam``.
+channels-last (NHWC), oneDNN's fast layout for bf16 convolutions, steps with fused Adam
+(``common.training.adam``) where the reference uses plain ``torch.optim.Adam``, and freezes D
+during G's update (``gan_step(freeze_d=True)``: D's weight gradients, which the course's loop
+computes there and discards, are skipped; the updates are the same).
 
 The last line is ``dcgan epoch speedup: <ratio>x``. Needs the MNIST files (``--data-root`` or
 ``HW_DATA_ROOT``); without them it exits 2 with one line.
@@ -55,9 +57,11 @@ def _models(device, nhwc: bool):
 class Loop:
     """One training loop (models, optimizers, batch source, numerics) that can run a few batches at a time."""
 
-    def __init__(self, batches, device, precision: str, flush_denormal: bool, nhwc: bool = False):
+    def __init__(self, batches, device, precision: str, flush_denormal: bool, nhwc: bool = False,
+                 freeze_d: bool = False):
         self.G, self.D, (self.opt_G, self.opt_D) = _models(device, nhwc)
         self.batches, self.device, self.precision, self.flush = batches, device, precision, flush_denormal
+        self.freeze_d = freeze_d
         self.it = iter(batches)
         self.seconds = 0.0
 
@@ -76,7 +80,7 @@ class Loop:
             real = self._next()[0].to(self.device)
             z = torch.randn(real.shape[0], 100, 1, 1, device=self.device)
             out = gan_step(self.G, self.D, self.opt_G, self.opt_D, real, z, generator_loss_nonsaturating,
-                           self.device, self.precision)
+                           self.device, self.precision, freeze_d=self.freeze_d)
             float(out["d_loss"])  # the reference prints losses too; forces the step to finish
         if timed:
             self.seconds += time.perf_counter() - start
@@ -109,7 +113,7 @@ def main(argv=None) -> dict:
         "reference + flush denormals": Loop(reference_loader(root, cfg.batch_size), device, "fp32", True),
         # Ours: padded tensor in memory, flushed denormals, resolved precision.
         f"ours (TensorLoader, {precision}, NHWC)": Loop(D.TensorLoader(x, batch_size=cfg.batch_size, seed=cfg.seed),
-                                                        device, precision, True, nhwc=True),
+                                                        device, precision, True, nhwc=True, freeze_d=True),
     }
     for loop in loops.values():
         loop.run(cfg.warmup, timed=False)

@@ -275,3 +275,29 @@ def test_gan_step_updates_both_players(precision):
     assert 0 < out["D_x"] < 1 and 0 < out["D_G_z"] < 1
     assert any(not torch.equal(a, b) for a, b in zip(g0, G.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(d0, D.parameters()))
+
+
+def test_gan_step_freezing_d_gives_the_same_updates():
+    """freeze_d only skips D's discarded weight gradients in G's update: identical weights after 2 steps."""
+    import copy
+
+    from common.training import adam
+    from tp2_dcgan import gan_step
+    from tp2_models import Discriminator, Generator, generator_loss_nonsaturating, weights_init
+
+    torch.manual_seed(0)
+    G0, D0 = Generator(100, 8, 1), Discriminator(8, 1)
+    G0.apply(weights_init)
+    D0.apply(weights_init)
+    real = torch.rand(2, 6, 1, 32, 32) * 2 - 1
+    z = torch.randn(2, 6, 100, 1, 1)
+    weights = []
+    for freeze in (False, True):
+        G, Dn = copy.deepcopy(G0), copy.deepcopy(D0)
+        opt_G, opt_D = adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999)), adam(Dn.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        for i in range(2):
+            gan_step(G, Dn, opt_G, opt_D, real[i], z[i], generator_loss_nonsaturating, torch.device("cpu"), "fp32",
+                     freeze_d=freeze)
+        assert all(p.requires_grad for p in Dn.parameters())
+        weights.append([p.detach().clone() for p in [*G.parameters(), *Dn.parameters()]])
+    assert all(torch.equal(a, b) for a, b in zip(*weights))
