@@ -9,7 +9,7 @@ alternating chunks so that load from other processes hits both alike, then extra
   (``Pad(2)`` or ``Resize(32)``, ``ToTensor``, ``Normalize``), fp32, denormal floats not flushed
   (what a plain PyTorch script does);
 - ours: the split in one tensor sliced by ``TensorLoader``, ``get_device`` (flushes denormals) and
-  the precision ``--precision auto`` resolves to (``wgan_gp.choose_precision``: bf16 on a bf16 CPU),
+  the precision ``--precision auto`` resolves to (``common.training.resolve_precision``: bf16 on a bf16 CPU),
   channels-last memory format on a CPU (``wgan_gp.memory_format``), fused Adam (``common.training.adam``).
   ``--compare-precision`` times our loop in the other precision too, in the same rounds.
 
@@ -38,7 +38,7 @@ import wgan_gp as W  # noqa: E402
 from common import data as D  # noqa: E402
 from common.cli import run_main  # noqa: E402
 from common.paths import data_root, run_dir  # noqa: E402
-from common.training import adam, get_device, seed_everything  # noqa: E402
+from common.training import adam, get_device, resolve_precision, seed_everything  # noqa: E402
 
 
 def reference_loader(root: Path, batch_size: int, resize: bool):
@@ -174,7 +174,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     cfg = W.Config()
     device = get_device(args.device)
-    precision = W.choose_precision(args.precision, device)
+    precision = resolve_precision(args.precision, device)
     results = {"device": str(device), "torch": torch.__version__}
     if args.quality_steps:
         results["quality"] = quality(args, cfg, device)

@@ -28,9 +28,9 @@ from common.metrics import Evaluator
 from common.paths import run_dir, run_path, shown
 from common.plotting import plot_bars, save_grid
 from common.tables import write_table
-from common.training import Run, get_device, seed_everything
+from common.training import Run, get_device, resolve_precision, seed_everything
 from tp2_dcgan import PART as DCGAN_PART
-from tp2_dcgan import (COURSE, GENERATOR_LOSSES, Keep, channels_last, choose_precision, generate, load_data,
+from tp2_dcgan import (COURSE, GENERATOR_LOSSES, Keep, channels_last, generate, load_data,
                        make_optimizers, plot_training, train_epoch)
 from tp2_models import (ConditionalDiscriminator, ConditionalGenerator, conditional_grid_inputs, sample_z,
                         weights_init)
@@ -91,7 +91,7 @@ def main(argv=None) -> dict:
     cfg = parse_config(CGANConfig, argv, description=__doc__.splitlines()[0])
     seed_everything(cfg.seed)
     device = get_device(cfg.device)  # also flushes denormals
-    precision = choose_precision(cfg, device)
+    precision = resolve_precision(cfg.precision, device)  # auto -> bf16 where supported, as tp2_dcgan
     split, x, y = load_data(cfg, device)
     n_classes = len(split.info.classes)
     y1h = D.one_hot(y, n_classes)

@@ -88,12 +88,6 @@ def part_dir(cfg) -> Path:
     return run_dir(COURSE, "", PART, cfg.out_dir, quick=cfg.quick)
 
 
-def choose_precision(cfg, device) -> str:
-    # auto -> bf16 where supported: in README.md's precision check its FD stayed within the
-    # seed-to-seed spread of fp32's (two seeds, one epoch); --precision fp32 is the reference.
-    return resolve_precision(cfg.precision, device)
-
-
 def load_data(cfg, device):
     split = D.load_split(cfg.dataset, "train", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
     x = D.images(split, "tanh", size=32, device=device)  # Pad(2) + Normalize((0.5,), (0.5,))
@@ -238,7 +232,9 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
     """Train one experiment and write its run folder; returns its metrics."""
     seed_everything(cfg.seed)
     device = get_device(cfg.device)  # also flushes denormals
-    precision = choose_precision(cfg, device)
+    # auto -> bf16 where supported: in README.md's precision check its FD stayed within the
+    # seed-to-seed spread of fp32's (two seeds, one epoch); --precision fp32 is the reference.
+    precision = resolve_precision(cfg.precision, device)
     split, x, y = load_data(cfg, device)
     info = split.info
     folder = part_dir(cfg) / name
