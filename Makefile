@@ -15,7 +15,7 @@ export HW_QUICK := $(if $(QUICK),1,$(HW_QUICK))
 	ee8520 ee8520-step1 ee8520-step1-ablations ee8520-step2 ee8520-step3 ee8520-step3-sweep \
 	csc8851 csc8851-train assignment3 assignment3-part1 assignment3-stages assignment3-batch-sizes \
 	assignment3-schedules ece685d ece685d-p1 ece685d-p2 ece685d-p3 rdfia rdfia-experiments gallery \
-	zip-ee8520 zip-csc8851 zip-assignment3 zip-ece685d zip-rdfia zips
+	zip-ee8520 zip-assignment3 zip-ece685d zip-rdfia zips
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-26s %s\n", $$1, $$2}'
@@ -23,7 +23,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e .
+	$(VENV)/bin/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install the project (torch, torchvision, ...)
@@ -66,9 +66,9 @@ ee8520-step3-sweep: $(STAMP) ## EE 8520 step 3: hyperparameter study and its tab
 	cd ee8520_hw2 && $(PY) hw2_step3_main.py --sweep $(Q)
 
 # ---- CSC 8851 HW2 -----------------------------------------------------------------------
-csc8851: $(STAMP) ## CSC 8851: execute the notebook into dist/ (NAME=...), export HTML and PDF
+csc8851: $(STAMP) ## CSC 8851: the upload, dist/CSC8851_F2025_HW2_<NAME>.ipynb and .pdf, run alone top to bottom
 	$(PY) -m common.deliver notebook csc8851_hw2/CSC8851_F2025_HW2_YourName.ipynb \
-		dist/CSC8851_F2025_HW2_$(NAME).ipynb
+		dist/CSC8851_F2025_HW2_$(NAME).ipynb --name $(NAME)
 
 csc8851-train: $(STAMP) ## CSC 8851: the conditional WGAN-GP as a script (same module)
 	cd csc8851_hw2 && $(PY) wgan_gp.py $(Q)
@@ -76,8 +76,8 @@ csc8851-train: $(STAMP) ## CSC 8851: the conditional WGAN-GP as a script (same m
 # ---- Assignment 3 -----------------------------------------------------------------------
 assignment3: assignment3-part1 assignment3-stages assignment3-batch-sizes assignment3-schedules ## Assignment 3: all parts
 
-assignment3-part1: $(STAMP) ## Assignment 3 part I: execute the notebook with outputs
-	$(PY) -m common.deliver notebook assignment3/Assignment_3_GAN.ipynb dist/Assignment_3_GAN.ipynb
+assignment3-part1: $(STAMP) ## Assignment 3 part I: the upload, dist/Assignment_3_GAN.ipynb, run alone top to bottom
+	$(PY) -m common.deliver notebook assignment3/Assignment_3_GAN.ipynb dist/Assignment_3_GAN.ipynb --name $(NAME)
 
 assignment3-stages: $(STAMP) ## Assignment 3 part II.1: quality across training stages
 	cd assignment3 && $(PY) part2_training_stages.py $(Q)
@@ -108,15 +108,12 @@ rdfia-experiments: $(STAMP) ## RDFIA: every DCGAN experiment (nz, init, capacity
 	cd rdfia_tp2 && $(PY) tp2_dcgan.py --experiment all $(Q)
 
 # ---- Deliverables -----------------------------------------------------------------------
-zips: zip-ee8520 zip-csc8851 zip-assignment3 zip-ece685d zip-rdfia ## every course zip (NAME=...)
+zips: zip-ee8520 zip-assignment3 zip-ece685d zip-rdfia ## every course's code zip (NAME=...)
 
 zip-ee8520: $(STAMP) ## dist/<NAME>_EE8520_F25.zip
 	$(PY) -m common.deliver zip ee8520_hw2 $(NAME)
 
-zip-csc8851: $(STAMP) ## dist/CSC8851_F2025_HW2_<NAME>.zip
-	$(PY) -m common.deliver zip csc8851_hw2 $(NAME)
-
-zip-assignment3: $(STAMP) ## dist/<NAME>_Assignment3.zip
+zip-assignment3: $(STAMP) ## dist/<NAME>_Assignment3_PartII.zip: the Part II code
 	$(PY) -m common.deliver zip assignment3 $(NAME)
 
 zip-ece685d: $(STAMP) ## dist/<NAME>_ECE685D_HW5.zip

@@ -10,6 +10,9 @@ works offline. Without Chromium the HTML is still written and the command says h
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,36 +21,43 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-from .paths import DIST, ROOT
+from .paths import DIST, OUTPUTS, ROOT, shown
+from .paths import data_root as data_root_of
 
-# The file names the handouts ask for; {name} is the student's (last) name.
+# The zips' file names that the handouts ask for; {name} is the student's (last) name. CSC 8851's
+# upload is its notebook and the notebook's PDF (``make csc8851``), so it has no zip.
 ZIP_NAMES = {
     "ee8520_hw2": "{name}_EE8520_F25",
-    "csc8851_hw2": "CSC8851_F2025_HW2_{name}",
-    "assignment3": "{name}_Assignment3",
+    "assignment3": "{name}_Assignment3_PartII",
     "ece685d_hw5": "{name}_ECE685D_HW5",
     "rdfia_tp2": "{name}_RDFIA_TP2",
 }
-# Never shipped: data, generated outputs, checkpoints, caches.
-EXCLUDED_DIRS = {"__pycache__", ".ipynb_checkpoints", "data", "outputs", "imgs", "dist", "cache", ".pytest_cache"}
-EXCLUDED_SUFFIXES = {".pt", ".pth", ".ckpt", ".zip", ".tmp", ".pyc"}
+# A zip holds code: Python files and the README. Never data (the embedded sample included),
+# outputs, checkpoints, caches, report sources or notebook templates (those are uploaded built).
+SHIPPED_SUFFIXES = {".py"}
+SHIPPED_NAMES = {"README.md"}
+EXCLUDED_DIRS = {"__pycache__", ".ipynb_checkpoints", "data", "outputs", "imgs", "dist", "cache", ".pytest_cache",
+                 "sample_data"}
 
 
 def _shipped_files(folder: Path):
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
-        if path.is_file() and not (set(rel.parts[:-1]) & EXCLUDED_DIRS) and path.suffix not in EXCLUDED_SUFFIXES:
+        if (path.is_file() and not (set(rel.parts[:-1]) & EXCLUDED_DIRS)
+                and (path.suffix in SHIPPED_SUFFIXES or path.name in SHIPPED_NAMES)):
             yield path, rel
 
 
 def requirements_text() -> str:
+    """The project's run-time dependencies (not the ``dev`` extra of tests and notebook tools)."""
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     return "# pip install -r requirements.txt\n" + "\n".join(deps) + "\n"
 
 
 def zip_course(course: str, name: str, dist_dir: Path | None = None) -> Path:
-    """Zip one course folder for submission: its files, a copy of ``common/`` and a
-    ``requirements.txt`` inside one top folder named like the zip; no data, outputs or checkpoints."""
+    """Zip one course folder's code for submission: its Python files and README, a copy of
+    ``common/``'s code and a ``requirements.txt``, inside one top folder named like the zip. No data:
+    unzipped, its scripts read ``$HW_DATA_ROOT`` or ``./data`` or download through torchvision."""
     folder = ROOT / course
     if course not in ZIP_NAMES or not folder.is_dir():
         raise SystemExit(f"unknown course folder {course!r}; choose from {sorted(ZIP_NAMES)}")
@@ -55,13 +65,15 @@ def zip_course(course: str, name: str, dist_dir: Path | None = None) -> Path:
     dist_dir = Path(dist_dir) if dist_dir else DIST
     dist_dir.mkdir(parents=True, exist_ok=True)
     out = dist_dir / f"{stem}.zip"
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+    tmp = dist_dir / f".{stem}.zip.tmp"
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
         for path, rel in _shipped_files(folder):
             z.write(path, f"{stem}/{rel.as_posix()}")
         for path, rel in _shipped_files(ROOT / "common"):
             z.write(path, f"{stem}/common/{rel.as_posix()}")
         z.writestr(f"{stem}/requirements.txt", requirements_text())
-    print(f"wrote {out}")
+    os.replace(tmp, out)
+    print(f"wrote {shown(out)}")
     return out
 
 
@@ -82,7 +94,8 @@ def chromium() -> str | None:
 
 
 def html_to_pdf(html: Path, pdf: Path) -> Path | None:
-    """Print ``html`` to ``pdf`` with headless Chromium, waiting for MathJax; None without Chromium."""
+    """Print ``html`` to ``pdf`` with headless Chromium, waiting for MathJax; None without Chromium.
+    The PDF is printed beside ``pdf`` and moved over it only once complete."""
     exe = chromium()
     if exe is None:
         print("note: Chromium is not installed, so no PDF was printed (the HTML is written). "
@@ -93,9 +106,11 @@ def html_to_pdf(html: Path, pdf: Path) -> Path | None:
                "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
                "--allow-file-access-from-files", "--virtual-time-budget=20000",
                "--run-all-compositor-stages-before-draw", "--no-pdf-header-footer",
-               f"--print-to-pdf={pdf}", Path(html).resolve().as_uri()]
+               f"--print-to-pdf={Path(profile) / 'out.pdf'}", Path(html).resolve().as_uri()]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=180)
-    print(f"wrote {pdf}")
+        tmp = Path(pdf).with_name(f".{Path(pdf).name}.tmp")
+        shutil.copyfile(Path(profile) / "out.pdf", tmp)
+        os.replace(tmp, pdf)
     return pdf
 
 
@@ -104,30 +119,127 @@ def notebook_to_html(nb, html: Path) -> Path:
 
     exporter = HTMLExporter(mathjax_url=mathjax_url())
     body, _ = exporter.from_notebook_node(nb)
+    # Long code lines wrap instead of running off the printed page's right edge.
+    body = body.replace("</head>", "<style>@media print { .highlight pre, .output_text pre, pre "
+                        "{ white-space: pre-wrap !important; word-break: break-word; } }</style></head>", 1)
     html.write_text(body)
-    print(f"wrote {html}")
     return html
 
 
-def execute_notebook(src: Path, dst: Path, timeout: int = 4 * 3600, pdf: bool = True) -> Path:
-    """Run ``src`` top to bottom (cwd = its folder, environment passed through, so ``HW_QUICK=1``
-    reaches the kernel), save it with every output as ``dst``, then ``dst.html`` and ``dst.pdf``."""
-    import nbclient
+# --------------------------------------------------------------------------------------------
+# Notebooks: built from a template, executed alone, then moved into dist/
+
+
+class NotebookFailed(RuntimeError):
+    """A cell raised; the message is one line: the cell's number and its error."""
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def build_notebook(template: Path, name: str | None = None):
+    """The template with its ``#| inline:`` cells filled with the repository's code
+    (:mod:`common.inline`) and ``YourName`` in its text cells replaced by ``name``."""
     import nbformat
 
-    src, dst = Path(src).resolve(), Path(dst).resolve()
-    nb = nbformat.read(src, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                     resources={"metadata": {"path": str(src.parent)}})
+    from .inline import inline_notebook
+
+    nb = nbformat.read(template, as_version=4)
+    inline_notebook(nb)
+    if name:
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                cell.source = cell.source.replace("YourName", name)
+    return nb
+
+
+def bare_kernel(folder: Path):
+    """A kernel manager for a Python that has this environment's PyPI packages but not the
+    repository: a virtual environment in ``folder`` whose site-packages points at ours through a
+    ``.pth`` line (so the editable install's finder never runs) and a kernelspec that starts it.
+    ``import common`` fails there, as it does for a grader who has only the notebook."""
+    import site
+    import venv
+
+    from jupyter_client import KernelManager
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    env = folder / "env"
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(env)
+    ours = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    theirs = next((env / "lib").glob("python*/site-packages"))
+    (theirs / "pypi_packages.pth").write_text("\n".join(ours) + "\n")
+    spec = folder / "kernels" / "bare"
+    spec.mkdir(parents=True)
+    python = env / "bin" / "python"
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (PyPI packages only)", "language": "python"}))
+    return KernelManager(kernel_name="bare", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)]))
+
+
+def execute_notebook(nb, workdir: Path, timeout: int = 6 * 3600, env: dict | None = None):
+    """Run ``nb`` top to bottom in a bare kernel (:func:`bare_kernel`) whose working folder is
+    ``workdir``. Raises :class:`NotebookFailed` with one line when a cell fails; ``nb`` keeps the
+    outputs either way."""
+    import nbclient
+    from nbclient.exceptions import CellExecutionError
+
+    kernel_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    kernel_env.update(env or {})
+    with tempfile.TemporaryDirectory() as tmp:
+        client = nbclient.NotebookClient(nb, timeout=timeout, km=bare_kernel(Path(tmp)),
+                                         resources={"metadata": {"path": str(workdir)}})
+        try:
+            client.execute(env=kernel_env, stderr=subprocess.DEVNULL)  # the kernel's own start-up chatter
+        except CellExecutionError as exc:
+            failed = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+                           and any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
+            error = next((o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"), None)
+            what = f"{error['ename']}: {error['evalue']}" if error else str(exc).strip().splitlines()[-1]
+            raise NotebookFailed(f"cell {failed} failed: {ANSI.sub('', what)}") from None
+    return nb
+
+
+def deliver_notebook(template: Path, dst: Path, name: str | None = None, pdf: bool = True,
+                     data_root=None, work_root: Path | None = None) -> Path:
+    """Build ``template`` (:func:`build_notebook`), run it in an empty folder with a bare kernel,
+    and only when every cell ran, write ``dst`` and its PDF (and the HTML the PDF is printed from,
+    beside the run's figures). A failure leaves ``dst`` and its PDF as they were; the partly run
+    notebook and its folder stay under ``<work_root>/<dst stem>.failed/``.
+
+    The kernel reads the data from this repository's data folder (``HW_DATA_ROOT``) and writes its
+    figures into ``<work_root>/<dst stem>/`` (``work_root``: ``outputs/notebooks``)."""
+    import nbformat
+
+    dst = Path(dst).resolve()
+    nb = build_notebook(Path(template), name)
+    home = Path(work_root) if work_root else OUTPUTS / "notebooks"
+    home.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{dst.stem}.", dir=home))
     try:
-        client.execute()
-    finally:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, dst)
-    print(f"wrote {dst}")
-    html = notebook_to_html(nb, dst.with_suffix(".html"))
-    if pdf:
-        html_to_pdf(html, dst.with_suffix(".pdf"))
+        execute_notebook(nb, workdir, env={"HW_DATA_ROOT": str(data_root_of(data_root))})
+    except NotebookFailed:
+        nbformat.write(nb, workdir / dst.name)
+        failed = home / f"{dst.stem}.failed"
+        shutil.rmtree(failed, ignore_errors=True)
+        os.replace(workdir, failed)
+        raise
+    html = notebook_to_html(nb, workdir / f"{dst.stem}.html")
+    staged = [(workdir / dst.name, dst)]
+    nbformat.write(nb, staged[0][0])
+    if pdf and html_to_pdf(html, workdir / f"{dst.stem}.pdf") is not None:
+        staged.append((workdir / f"{dst.stem}.pdf", dst.with_suffix(".pdf")))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for made, final in staged:  # the deliverables move into place only now that every cell ran
+        tmp = final.with_name(f".{final.name}.tmp")
+        shutil.copyfile(made, tmp)
+        os.replace(tmp, final)
+        print(f"wrote {shown(final)}")
+    run = home / dst.stem
+    shutil.rmtree(run, ignore_errors=True)
+    os.replace(workdir, run)
+    print(f"figures and HTML in {shown(run)}")
     return dst
 
 
@@ -138,26 +250,26 @@ def main(argv=None) -> None:
     p.add_argument("course")
     p.add_argument("name")
     p.add_argument("--dist", default=None)
-    p = sub.add_parser("notebook", help="execute a notebook, export HTML and PDF")
+    p = sub.add_parser("notebook", help="build a notebook from its template, run it alone, export its PDF")
     p.add_argument("src")
     p.add_argument("dst")
+    p.add_argument("--name", default=None, help="the student's name, for the title cell")
     p.add_argument("--no-pdf", action="store_true")
     args = parser.parse_args(argv)
     if args.what == "zip":
         zip_course(args.course, args.name, args.dist)
-    else:
-        from .cli import env_quick
+        return
+    from .cli import env_quick
+    from .inline import InlineError
 
-        dst = Path(args.dst)
-        if env_quick():  # a smoke run never overwrites the executed notebook of a full run
-            dst = dst.with_name(f"{dst.stem}_quick{dst.suffix}")
-        try:
-            execute_notebook(Path(args.src), dst, pdf=not args.no_pdf)
-        except Exception as exc:  # a failing cell: say which, exit non-zero, no library traceback
-            print(f"error: the notebook {args.src} failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}",
-                  file=sys.stderr)
-            print(f"the partly executed notebook is at {dst}", file=sys.stderr)
-            sys.exit(1)
+    dst = Path(args.dst)
+    if env_quick():  # a smoke run never overwrites the executed notebook of a full run
+        dst = dst.with_name(f"{dst.stem}_quick{dst.suffix}")
+    try:
+        deliver_notebook(Path(args.src), dst, name=args.name, pdf=not args.no_pdf)
+    except (NotebookFailed, InlineError) as exc:
+        print(f"error: {shown(Path(args.src))}: {exc}; {shown(dst)} was left as it was", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import data as D
+from .data import TensorLoader, resize_to
 from .paths import cache_dir
-from .training import progress
+from .training import autocast, progress
 
 JUDGE_DATASETS = ("mnist", "fashion")
 JUDGE_TARGETS = {"mnist": 0.993, "fashion": 0.92}
@@ -58,7 +59,7 @@ def judge_input(images: torch.Tensor, value_range=(-1.0, 1.0), resized: bool = F
     lo, hi = value_range
     x = ((x - lo) / (hi - lo)).clamp(0, 1)
     if x.shape[-1] != 28:
-        x = D.resize_to(x, 28) if resized else x[..., 2:30, 2:30]
+        x = resize_to(x, 28) if resized else x[..., 2:30, 2:30]
     return x
 
 
@@ -67,16 +68,42 @@ def _judge_path(dataset: str, quick: bool, data_root=None) -> Path:
 
 
 @torch.no_grad()
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+def judge_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+    """The share of images ``x`` the model classifies as ``y``, in eval mode."""
     model.eval()
     correct = sum((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item() for i in range(0, len(x), batch))
     return correct / len(x)
 
 
+def fit_judge(x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int = 128, seed: int = 0,
+              precision: str = "fp32", on_epoch=None, desc: str = "judge") -> Judge:
+    """A :class:`Judge` trained on images ``x`` (N, 1, 28, 28) in [0, 1] with labels ``y``: Adam with a
+    one-cycle schedule peaking at 2e-3, random 1-pixel shifts as augmentation; ``on_epoch(epoch, model)``
+    runs after each epoch."""
+    torch.manual_seed(seed)
+    model = Judge().to(x.device)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    loader = TensorLoader(x, y, batch_size=batch_size, seed=seed)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=epochs * len(loader))
+    for epoch in range(epochs):
+        model.train()
+        for xb, yb in progress(loader, desc=f"{desc} {epoch + 1}/{epochs}"):
+            shift = torch.randint(-1, 2, (2,)).tolist()
+            xb = torch.roll(xb, shifts=shift, dims=(2, 3))
+            with autocast(x.device, precision):
+                loss = F.cross_entropy(model(xb).float(), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if on_epoch is not None:
+            on_epoch(epoch, model)
+    return model.eval()
+
+
 def train_judge(dataset: str, device="cpu", quick: bool = False, data_root=None, epochs: int | None = None,
                 seed: int = 0) -> tuple[Judge, dict]:
-    """Train a judge on the train split (random 1-pixel shifts as augmentation); report test accuracy."""
-    torch.manual_seed(seed)
+    """Train a judge on the train split of ``dataset``; report its test accuracy."""
     device = torch.device(device)
     # A quick judge sees the whole shipped sample (2,000 images), not just a quick run's few hundred.
     train, test = (D.load_split(dataset, s, root=data_root, quick=quick, seed=seed, quick_size=n)
@@ -84,23 +111,14 @@ def train_judge(dataset: str, device="cpu", quick: bool = False, data_root=None,
     x, y = D.to_float(train.x, "unit").to(device), train.y.to(device)
     xt, yt = D.to_float(test.x, "unit").to(device), test.y.to(device)
     epochs = epochs or (8 if quick else JUDGE_EPOCHS[dataset])
-    model = Judge().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    loader = D.TensorLoader(x, y, batch_size=64 if quick else 128, seed=seed)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=epochs * len(loader))
     start = time.time()
-    for epoch in range(epochs):
-        model.train()
-        for xb, yb in progress(loader, desc=f"judge {dataset} {epoch + 1}/{epochs}"):
-            shift = torch.randint(-1, 2, (2,)).tolist()
-            xb = torch.roll(xb, shifts=shift, dims=(2, 3))
-            loss = F.cross_entropy(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        print(f"[judge] {dataset} epoch {epoch + 1}/{epochs}: test accuracy {_accuracy(model, xt, yt):.4f}")
-    info = {"dataset": dataset, "test_accuracy": _accuracy(model, xt, yt), "epochs": epochs,
+
+    def report(epoch, model):
+        print(f"[judge] {dataset} epoch {epoch + 1}/{epochs}: test accuracy {judge_accuracy(model, xt, yt):.4f}")
+
+    model = fit_judge(x, y, epochs, batch_size=64 if quick else 128, seed=seed, on_epoch=report,
+                      desc=f"judge {dataset}")
+    info = {"dataset": dataset, "test_accuracy": judge_accuracy(model, xt, yt), "epochs": epochs,
             "quick": quick, "data_source": train.source, "train_seconds": round(time.time() - start, 1)}
     return model.eval(), info
 
@@ -131,6 +149,15 @@ def get_judge(dataset: str, device="cpu", quick: bool = False, data_root=None) -
     model = Judge()
     model.load_state_dict(ckpt["state"])
     return model.to(device).eval(), {**ckpt["info"], "path": str(path)}
+
+
+@torch.no_grad()
+def judge_outputs(judge: Judge, x_unit: torch.Tensor, batch: int = 1000) -> tuple[np.ndarray, torch.Tensor]:
+    """The judge's penultimate features (N, 128) as an array and its class probabilities (N, 10) on
+    the CPU, for images (N, 1, 28, 28) in [0, 1] (see :func:`judge_input`)."""
+    device = next(judge.parameters()).device
+    feats = torch.cat([judge.features(x_unit[i:i + batch].to(device)).float() for i in range(0, len(x_unit), batch)])
+    return feats.cpu().numpy(), judge.head(feats).softmax(1).cpu()
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -164,18 +191,11 @@ class Evaluator:
         idx = D.stratified_subset(train.y, n, seed=1)[:n]
         self.floor = frechet_distance(self.features(D.to_float(train.x[idx], "unit"), (0.0, 1.0)), self.real_test)
 
-    @torch.no_grad()
-    def _batches(self, images: torch.Tensor, value_range, resized: bool, fn):
-        out = []
-        for i in range(0, len(images), 1000):
-            out.append(fn(judge_input(images[i:i + 1000].to(self.device), value_range, resized)).float().cpu())
-        return torch.cat(out)
-
     def features(self, images, value_range=(-1.0, 1.0), resized: bool = False) -> np.ndarray:
-        return self._batches(images, value_range, resized, self.judge.features).numpy()
+        return judge_outputs(self.judge, judge_input(images, value_range, resized))[0]
 
     def probabilities(self, images, value_range=(-1.0, 1.0), resized: bool = False) -> torch.Tensor:
-        return self._batches(images, value_range, resized, lambda x: self.judge(x).softmax(1))
+        return judge_outputs(self.judge, judge_input(images, value_range, resized))[1]
 
     def frechet(self, images, value_range=(-1.0, 1.0), resized: bool = False) -> float:
         return frechet_distance(self.features(images, value_range, resized), self.real_test)
@@ -183,8 +203,7 @@ class Evaluator:
     def report(self, images, labels=None, value_range=(-1.0, 1.0), resized: bool = False) -> dict:
         """Frechet distance (with its floor), judge confidence, class diversity and, for
         conditional samples, the share classified as the label asked for (overall and per class)."""
-        feats = self.features(images, value_range, resized)
-        probs = self.probabilities(images, value_range, resized)
+        feats, probs = judge_outputs(self.judge, judge_input(images, value_range, resized))
         out = {"frechet_distance": frechet_distance(feats, self.real_test),
                "frechet_floor_train_vs_test": self.floor,
                **sample_stats(probs),

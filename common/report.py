@@ -47,7 +47,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .paths import DIST, OUTPUTS, ROOT
+from .paths import DIST, OUTPUTS, ROOT, shown
 
 # make report-<key>: the course folder holding report.md
 COURSES = {"ee8520": "ee8520_hw2", "assignment3": "assignment3", "ece685d": "ece685d_hw5", "rdfia": "rdfia_tp2"}
@@ -455,7 +455,7 @@ def build_report(course: str, name: str, outputs_root: Path | None = None, dist:
     html = dist / f"{stem}.html"
     page = render_html(source, name, outputs_root)
     html.write_text(page)
-    print(f"wrote {html}")
+    print(f"wrote {shown(html)}")
     todo = sorted(set(re.findall(r'class="missing">\(not yet run: ([^)]*)\)', page)))
     if todo:
         n = page.count('class="missing"')
@@ -467,6 +467,7 @@ def build_report(course: str, name: str, outputs_root: Path | None = None, dist:
     if pdf:
         out["pdf"] = html_to_pdf(html, dist / f"{stem}.pdf")
         if out["pdf"] is not None:
+            print(f"wrote {shown(out['pdf'])}")
             out["pages"] = pages = pdf_pages(out["pdf"])
             limit = int(meta["max-pages"]) if meta.get("max-pages") else None
             if pages is not None and limit is not None and pages > limit:

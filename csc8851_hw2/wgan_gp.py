@@ -37,8 +37,9 @@ NUM_CLASSES = 10
 
 
 @dataclass
-class Config(BaseConfig):
-    """The handout's recipe (Part 2): Adam 2e-4, betas (0.0, 0.9), lambda_gp 10, n_critic 3, batch 128."""
+class Recipe:
+    """The handout's recipe (Part 2): Adam 2e-4, betas (0.0, 0.9), lambda_gp 10, n_critic 3, batch 128,
+    and the figures' sizes. Plain fields (no flags), so the submitted notebook can use it as is."""
 
     epochs: int = field(default=20, metadata={
         "help": "training epochs (handout: 10-20); 20 because G_ema (tau 0.999) needs them to pass G (README)"})
@@ -53,9 +54,16 @@ class Config(BaseConfig):
     proj_dim: int = 128
     ema_decay: float = field(default=0.999, metadata={"help": "tau of the generator EMA"})
     channels_last: bool = field(default=True, metadata={"help": "channels-last memory format on a CPU (faster convs)"})
-    resize: bool = field(default=False, metadata={"help": "bilinear-resize 28->32 instead of padding"})
     grid_cols: int = field(default=10, metadata={"help": "N of the final 10 x N class grid"})
     interp_steps: int = field(default=10, metadata={"help": "K of the 10 x K interpolation panel"})
+    seed: int = 0
+
+
+@dataclass
+class Config(Recipe, BaseConfig):
+    """The script's flags: the shared ones, the handout's recipe, and the evaluation's sizes."""
+
+    resize: bool = field(default=False, metadata={"help": "bilinear-resize 28->32 instead of padding"})
     slerp: bool = field(default=False, metadata={"help": "spherical instead of linear interpolation"})
     n_eval: int = field(default=10000, metadata={"help": "samples for the G vs G_ema quality table"})
     n_eval_psi: int = field(default=2000, metadata={"help": "samples per psi for the truncation trade-off"})
@@ -135,9 +143,9 @@ class Critic(nn.Module):
 def critic_gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """GP = E[(||grad_xhat D(xhat, y)||_2 - 1)^2], xhat = eps x + (1 - eps) G(z, y), eps ~ U(0, 1) per sample.
 
-    ``common.training.gradient_penalty``: per-sample gradients of sum_i D(xhat_i, y_i) (the
-    handout's pseudocode differentiates the *mean*, which would shrink every norm by 1/B),
-    ``create_graph=True`` so the penalty trains the critic."""
+    ``gradient_penalty`` takes per-sample gradients of sum_i D(xhat_i, y_i) (the handout's
+    pseudocode differentiates the *mean*, which would shrink every norm by 1/B), with
+    ``create_graph=True`` so that the penalty trains the critic."""
     return gradient_penalty(critic, real, fake, y)
 
 
@@ -225,13 +233,13 @@ class Result:
     data_source: str = ""
 
 
-def memory_format(cfg: Config, device: torch.device) -> torch.memory_format:
+def memory_format(cfg: Recipe, device: torch.device) -> torch.memory_format:
     """channels-last on a CPU (oneDNN's convolutions ran ~1.3x faster per training step there, see
     README), the default layout elsewhere or with ``--no-channels-last``."""
     return torch.channels_last if cfg.channels_last and device.type == "cpu" else torch.contiguous_format
 
 
-def build(cfg: Config, device: torch.device) -> tuple[Generator, Generator, Critic]:
+def build(cfg: Recipe, device: torch.device) -> tuple[Generator, Generator, Critic]:
     """G, its frozen EMA copy (deepcopy, requires_grad=False) and D, on ``device`` in ``memory_format``."""
     fmt = memory_format(cfg, device)
     G = Generator(cfg.z_dim, cfg.embed_dim).to(device, memory_format=fmt)
@@ -246,13 +254,13 @@ def load_data(cfg: Config, device: torch.device) -> tuple[torch.Tensor, torch.Te
     return x.contiguous(memory_format=memory_format(cfg, device)), split.y.to(device), split.source
 
 
-def fixed_latents(cfg: Config, device) -> tuple[torch.Tensor, torch.Tensor]:
+def fixed_latents(cfg: Recipe, device) -> tuple[torch.Tensor, torch.Tensor]:
     """The latents and labels of every per-epoch grid: one z per column, shared by all ten rows."""
     z = noise(cfg.grid_cols, cfg.z_dim, cfg.seed + 1).repeat(NUM_CLASSES, 1)
     return z.to(device), class_labels(cfg.grid_cols).to(device)
 
 
-def critic_step(G: Generator, Dc: Critic, opt_D, x: torch.Tensor, y: torch.Tensor, cfg: Config,
+def critic_step(G: Generator, Dc: Critic, opt_D, x: torch.Tensor, y: torch.Tensor, cfg: Recipe,
                 device: torch.device, precision: str = "fp32") -> dict:
     """One critic update on eq. (1) with a fresh G(z, y) (detached); returns its scalars."""
     z = torch.randn(len(x), cfg.z_dim, device=device)
@@ -269,7 +277,7 @@ def critic_step(G: Generator, Dc: Critic, opt_D, x: torch.Tensor, y: torch.Tenso
     return {"d_real": d_real.mean().item(), "d_fake": d_fake.mean().item(), "gp": gp.item(), "loss_C": loss_C.item()}
 
 
-def generator_step(G: Generator, G_ema: Generator, Dc: Critic, opt_G, y: torch.Tensor, cfg: Config,
+def generator_step(G: Generator, G_ema: Generator, Dc: Critic, opt_G, y: torch.Tensor, cfg: Recipe,
                    device: torch.device, precision: str = "fp32") -> float:
     """One generator update on eq. (2), then theta_ema <- tau theta_ema + (1 - tau) theta; returns L_G."""
     z = torch.randn(len(y), cfg.z_dim, device=device)
@@ -356,9 +364,12 @@ def train(cfg: Config, out_dir=None, log=print) -> Result:
 # Figures (Part 2: curves and per-epoch samples; Part 3: class grid; Part 4: interpolation, truncation)
 
 
-def plot_training_curves(history, path, window: int = 25) -> Path:
-    """Fig. 1: E[D(x,y)], E[D(G(z,y),y)], GP, L_C and L_G per generator iteration (smoothed)."""
-    s = {k: history.series(k) for k in ("d_real", "d_fake", "gp", "loss_C", "loss_G", "wasserstein")}
+CURVES = ("d_real", "d_fake", "gp", "loss_C", "loss_G", "wasserstein")
+
+
+def plot_training_curves(s: dict[str, list[float]], path, window: int = 25) -> Path:
+    """Fig. 1: E[D(x,y)], E[D(G(z,y),y)], GP, L_C and L_G per generator iteration (smoothed);
+    ``s`` maps each name of ``CURVES`` to its values, one per generator iteration."""
     window = max(1, min(window, len(s["loss_G"]) // 5))
     smooth = f"moving average over {window} iterations" if window > 1 else "raw values"
     panels = {
@@ -465,7 +476,8 @@ def figures(res: Result) -> dict[str, Path]:
     """Every figure of Parts 2-4 into the run folder; returns their paths by name."""
     cfg, run = res.cfg, res.run
     paths = {
-        "training_curves": plot_training_curves(run.history, run.path("training_curves.png")),
+        "training_curves": plot_training_curves({k: run.history.series(k) for k in CURVES},
+                                                    run.path("training_curves.png")),
         "samples_per_epoch": plot_epoch_rows(res.epoch_samples.rows, run.path("samples_per_epoch.png"), cfg.grid_cols),
         "class_grid_ema": class_grid(res.G_ema, run.path("class_grid_ema.png"), cfg.grid_cols, cfg.z_dim, cfg.seed + 5,
                                      "G_ema: conditional samples, rows = labels 0-9"),
