@@ -1,8 +1,9 @@
 """CSC 8851 HW2: class-conditional WGAN-GP on MNIST 32x32 with a projection critic and an EMA generator.
 
 Module and script. ``python wgan_gp.py`` trains with the handout's full recipe (Part 2) and writes
-every figure of Parts 2-4 plus a measured quality table; the notebook
-``CSC8851_F2025_HW2_YourName.ipynb`` imports the same functions.
+every figure of Parts 2-4 plus a measured quality table; the notebook template
+``CSC8851_F2025_HW2_YourName.ipynb`` has the same definitions written into its cells when it is built.
+
 
 Spec: ``shared/handouts/csc8851_hw2.md``. Papers: Gulrajani et al., "Improved Training of
 Wasserstein GANs" (2017, gradient penalty); Miyato & Koyama, "cGANs with Projection
