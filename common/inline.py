@@ -95,8 +95,9 @@ def _import_subset(node: ast.Import | ast.ImportFrom, needed: set[str]) -> str:
     return ast.unparse(trimmed)
 
 
-def inline_source(rel_path: str, names: list[str] | None, defined: set[str]) -> tuple[str, set[str]]:
-    """The code of ``names`` (or the whole file) from ``ROOT / rel_path``, and the names it defines.
+def inline_source(rel_path: str, names: list[str] | None, defined: set[str]) -> tuple[str, set[str], bool]:
+    """The code of ``names`` (or the whole file) from ``ROOT / rel_path``, the names it defines, and
+    whether its annotations must stay unevaluated (the file imports ``annotations`` from ``__future__``).
 
     ``defined`` holds the names the notebook defines before this point."""
     path = ROOT / rel_path
@@ -132,7 +133,7 @@ def inline_source(rel_path: str, names: list[str] | None, defined: set[str]) -> 
     provides = set().union(*(_bound_names(n) for n in kept)) if kept else set()
     used = set().union(*(_uses(n, lazy) for n in kept)) if kept else set()
 
-    import_lines = []
+    import_lines, imported = [], set()
     for node in imports:
         needed = _bound_names(node) & used
         if not needed:
@@ -144,19 +145,15 @@ def inline_source(rel_path: str, names: list[str] | None, defined: set[str]) -> 
                                   "cell of the notebook defines: inline it first")
             continue
         import_lines.append(_import_subset(node, needed))
+        imported |= needed
 
     parts, floor = [], 0
     for node in body:
         if id(node) in chosen:
             parts.append(_segment(lines, node, floor).rstrip("\n"))
         floor = node.end_lineno
-    header = ["from __future__ import annotations"] if lazy else []
-    code = "\n".join(header + import_lines) + "\n\n\n" + "\n\n\n".join(parts) + "\n"
-    return code.lstrip("\n"), provides | {n.split(".")[0] for line in import_lines for n in _import_names(line)}
-
-
-def _import_names(line: str) -> set[str]:
-    return _bound_names(ast.parse(line).body[0])
+    code = "\n".join(import_lines) + "\n\n\n" + "\n\n\n".join(parts) + "\n"
+    return code.lstrip("\n"), provides | imported, lazy
 
 
 def parse_directive(line: str) -> tuple[str, list[str] | None]:
@@ -188,14 +185,13 @@ def inline_notebook(nb) -> None:
         comments = [ln for ln in src_lines if ln.startswith("#") and not ln.startswith(DIRECTIVE)]
         if len(directives) + len(comments) != len(src_lines):
             raise InlineError(f"a cell mixes `{DIRECTIVE}` directives with code: {src_lines[0]!r}")
-        chunks = []
+        chunks, lazy = [], False
         for line in directives:
             rel, names = parse_directive(line)
-            code, provides = inline_source(rel, names, defined)
+            code, provides, lazy_here = inline_source(rel, names, defined)
             defined |= provides
+            lazy |= lazy_here
             chunks.append(f"# {rel}" + (f" ({', '.join(names)})" if names else "") + "\n" + code)
-        future = "from __future__ import annotations\n"
-        body = "\n\n".join(c.replace(future, "") for c in chunks)
-        cell.source = "".join(f"{c}\n" for c in comments) + (future if any(future in c for c in chunks) else "") \
-            + body.rstrip("\n")
+        header = comments + (["from __future__ import annotations"] if lazy else [])
+        cell.source = "\n".join(header + ["\n\n".join(chunks).rstrip("\n")])
         cell.metadata["inlined_from"] = [parse_directive(d)[0] for d in directives]

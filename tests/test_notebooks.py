@@ -80,7 +80,7 @@ def test_inline_refuses_a_name_the_notebook_lacks():
         inline_source("csc8851_hw2/wgan_gp.py", ["critic_gradient_penalty"], set())
     with pytest.raises(InlineError, match="no top-level definition named nope"):
         inline_source("common/training.py", ["nope"], set())
-    code, provides = inline_source("common/training.py", ["ema_update"], set())
+    code, provides, _ = inline_source("common/training.py", ["ema_update"], set())
     assert "def ema_update(" in code and "import torch" in code and "ema_update" in provides
     assert "def make_ema(" not in code  # only what was named and what it uses
 
