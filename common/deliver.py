@@ -21,17 +21,10 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+from . import courses
 from .paths import DIST, OUTPUTS, ROOT, shown
 from .paths import data_root as data_root_of
 
-# The zips' file names that the handouts ask for; {name} is the student's (last) name. CSC 8851's
-# upload is its notebook and the notebook's PDF (``make csc8851``), so it has no zip.
-ZIP_NAMES = {
-    "ee8520_hw2": "{name}_EE8520_F25",
-    "assignment3": "{name}_Assignment3_PartII",
-    "ece685d_hw5": "{name}_ECE685D_HW5",
-    "rdfia_tp2": "{name}_RDFIA_TP2",
-}
 # A zip holds code: Python files and the README. Never data (the embedded sample included),
 # outputs, checkpoints, caches, report sources or notebook templates (those are uploaded built).
 SHIPPED_SUFFIXES = {".py"}
@@ -55,13 +48,14 @@ def requirements_text() -> str:
 
 
 def zip_course(course: str, name: str, dist_dir: Path | None = None) -> Path:
-    """Zip one course folder's code for submission: its Python files and README, a copy of
+    """Zip the code of one course (its key or folder) for submission, named as its ``course.toml`` says: its Python files and README, a copy of
     ``common/``'s code and a ``requirements.txt``, inside one top folder named like the zip. No data:
     unzipped, its scripts read ``$HW_DATA_ROOT`` or ``./data`` or download through torchvision."""
-    folder = ROOT / course
-    if course not in ZIP_NAMES or not folder.is_dir():
-        raise SystemExit(f"unknown course folder {course!r}; choose from {sorted(ZIP_NAMES)}")
-    stem = ZIP_NAMES[course].format(name=name)
+    info = courses.find(course)
+    if info.zip is None:
+        raise SystemExit(f"error: {info.folder} has no zip (its course.toml names none); courses with one: "
+                         + ", ".join(c.key for c in courses.courses() if c.zip))
+    folder, stem = info.path, info.zip.format(name=name)
     dist_dir = Path(dist_dir) if dist_dir else DIST
     dist_dir.mkdir(parents=True, exist_ok=True)
     out = dist_dir / f"{stem}.zip"

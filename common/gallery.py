@@ -19,12 +19,10 @@ import json
 import os
 from pathlib import Path
 
+from .courses import courses as known_courses
 from .paths import OUTPUTS
 from .report import _stamp, fmt_value, is_run_folder, read_table, table_html
 
-COURSE_TITLES = {"ee8520": "EE 8520 HW2: GAN, PixelCNN, VAE", "csc8851_hw2": "CSC 8851 HW2: conditional WGAN-GP",
-                 "assignment3": "Assignment 3: MLP GAN", "ece685d_hw5": "ECE 685D HW5: DCGAN, GB-RBM, VAE/C-VAE",
-                 "rdfia_tp2": "RDFIA TP2: DCGAN and conditional DCGAN"}
 MAX_KEYS = 40
 
 
@@ -127,6 +125,7 @@ def build_gallery(outputs: Path | None = None, out: Path | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     courses = sorted(d for d in outputs.iterdir() if d.is_dir()) if outputs.is_dir() else []
     sections, nav = [], []
+    titles = {c.outputs: c.title for c in known_courses()}
     for course in courses:
         parts = sorted(p for p in course.iterdir() if p.is_dir())
         blocks = []
@@ -136,7 +135,7 @@ def build_gallery(outputs: Path | None = None, out: Path | None = None) -> Path:
                 blocks.append(f"<h3>{_html.escape(part.name)}</h3>" +
                               "".join(run_html(r, out.parent, course, open_=(i == 0)) for i, r in enumerate(runs)))
         if blocks:
-            title = COURSE_TITLES.get(course.name, course.name)
+            title = titles.get(course.name, course.name)
             nav.append(f'<a href="#{_html.escape(course.name)}">{_html.escape(title)}</a>')
             sections.append(f'<section id="{_html.escape(course.name)}"><h2>{_html.escape(title)}</h2>{"".join(blocks)}</section>')
     if not sections:

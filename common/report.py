@@ -47,10 +47,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import courses
 from .paths import DIST, OUTPUTS, ROOT, shown
 
 # make report-<key>: the course folder holding report.md
-COURSES = {"ee8520": "ee8520_hw2", "assignment3": "assignment3", "ece685d": "ece685d_hw5", "rdfia": "rdfia_tp2"}
 
 PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}", re.S)
 VALUE = re.compile(r"^(?P<ref>[\w\-./]+?)\.(?P<file>metrics|config)\.(?P<key>[^:{}]+?)(?::(?P<fmt>[^:{}]*))?$")
@@ -441,13 +441,15 @@ def pdf_pages(pdf: Path) -> int | None:
 
 def build_report(course: str, name: str, outputs_root: Path | None = None, dist: Path | None = None,
                  pdf: bool = True, source: Path | None = None) -> dict:
-    """Write ``dist/<handout's name>.html`` and ``.pdf`` for ``course`` (a key of COURSES or a folder)."""
+    """Write ``dist/<handout's name>.html`` and ``.pdf`` for ``course`` (its key or folder, see ``course.toml``)."""
     from .deliver import html_to_pdf
 
-    folder = COURSES.get(course, course)
-    source = Path(source) if source else ROOT / folder / "report.md"
-    if not source.is_file():
-        raise SystemExit(f"no report source {source}; courses with a report: {', '.join(COURSES)}")
+    info = courses.find(course)
+    folder = info.folder
+    if source is None and info.report is None:
+        raise SystemExit(f"error: {folder} has no report (its course.toml names none); courses with one: "
+                         + ", ".join(c.key for c in courses.courses() if c.report))
+    source = Path(source) if source else info.path / info.report
     meta = parse_source(source).meta
     stem = Path(meta.get("pdf", f"{{name}}_{folder}.pdf").format(name=name)).with_suffix("")
     dist = Path(dist) if dist else DIST
@@ -477,7 +479,8 @@ def build_report(course: str, name: str, outputs_root: Path | None = None, dist:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Build a course report (HTML and PDF) from its report.md and runs.")
-    parser.add_argument("course", help=f"one of {', '.join(COURSES)} (or the course folder)")
+    parser.add_argument("course", help="a course's key or folder (course.toml): " + ", ".join(
+        c.key for c in courses.courses() if c.report))
     parser.add_argument("--name", default="YourName", help="your (last) name, for the file name (default: YourName)")
     parser.add_argument("--outputs", default=None, help="the outputs folder to read runs from (default: outputs/)")
     parser.add_argument("--dist", default=None, help="where to write (default: dist/)")

@@ -28,9 +28,10 @@ def test_requirements_pin_torch_and_leave_out_the_dev_tools():
     assert "pytest" not in text and "nbconvert" not in text
 
 
-def test_zip_names_follow_the_handouts():
-    assert deliver.ZIP_NAMES["ee8520_hw2"].format(name="Doe") == "Doe_EE8520_F25"
-    assert "csc8851_hw2" not in deliver.ZIP_NAMES  # its upload is the notebook and its PDF
+def test_zip_names_follow_the_handouts(tmp_path):
+    assert deliver.zip_course("ee8520", "Doe", tmp_path).name == "Doe_EE8520_F25.zip"
+    with pytest.raises(SystemExit, match="csc8851_hw2 has no zip"):  # its upload is the notebook and its PDF
+        deliver.zip_course("csc8851_hw2", "Doe", tmp_path)
 
 
 def _notebook():

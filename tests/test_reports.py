@@ -15,9 +15,11 @@ import pytest
 from PIL import Image
 
 from common import deliver, gallery, report
+from common.courses import courses
 from helpers import ROOT
 
-COURSES = sorted(report.COURSES)
+REPORTS = {c.key: c.path / c.report for c in courses() if c.report}
+COURSES = sorted(REPORTS)
 HAVE_PDF_TOOLS = deliver.chromium() is not None and shutil.which("pdftoppm") is not None and shutil.which("pdftotext")
 NO_PDF_REASON = "Chromium, pdftoppm or pdftotext not installed (apt-get install chromium poppler-utils)"
 
@@ -86,7 +88,7 @@ def fake_runs(source: Path, outputs: Path, quick: bool = True) -> list[str]:
 
 @pytest.mark.parametrize("course", COURSES)
 def test_report_fills_every_placeholder_from_the_run(course, tmp_path):
-    source = ROOT / report.COURSES[course] / "report.md"
+    source = REPORTS[course]
     expected = fake_runs(source, tmp_path / "outputs")
     html = report.render_html(source, "Doe", tmp_path / "outputs")
     assert "not yet run" not in html
@@ -101,7 +103,7 @@ def test_report_fills_every_placeholder_from_the_run(course, tmp_path):
 
 @pytest.mark.parametrize("course", COURSES)
 def test_report_of_full_runs_has_no_banner(course, tmp_path):
-    source = ROOT / report.COURSES[course] / "report.md"
+    source = REPORTS[course]
     fake_runs(source, tmp_path / "outputs", quick=False)
     html = report.render_html(source, "Doe", tmp_path / "outputs")
     assert "Built from quick runs" not in html and "not yet run" not in html
@@ -109,7 +111,7 @@ def test_report_of_full_runs_has_no_banner(course, tmp_path):
 
 @pytest.mark.parametrize("course", COURSES)
 def test_report_without_runs_says_what_to_run(course, tmp_path):
-    source = ROOT / report.COURSES[course] / "report.md"
+    source = REPORTS[course]
     html = report.render_html(source, "Doe", tmp_path / "no-outputs")
     targets = {r.target for r in report.parse_source(source).runs.values()}
     for target in targets:

@@ -1,0 +1,68 @@
+"""The courses of this repository, read from the manifest ``course.toml`` in each course folder,
+so that ``common`` names no course: deliverables, reports, the gallery and the benchmarks look a
+course up here, and a new course touches its own folder (and the Makefile's targets) only.
+
+A manifest (every key but ``key`` and ``title`` optional):
+
+    key = "ee8520"                 # the short name: make report-<key>, python -m common.report <key>
+    title = "EE 8520 HW2: GAN, PixelCNN, VAE"
+    outputs = "ee8520"             # its folder under outputs/ (default: the course folder's name)
+    zip = "{name}_EE8520_F25"      # the code zip's name the handout asks for ({name}: the student's)
+    report = "report.md"           # the report's Markdown source, in the course folder
+
+    [[bench]]                      # a speed benchmark that `make bench` runs from the course folder
+    script = "bench_training.py"
+    targets = { "pixelcnn training" = 2.5 }   # the speedup each of its summary lines should reach
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .paths import ROOT
+
+MANIFEST = "course.toml"
+
+
+@dataclass(frozen=True)
+class Bench:
+    script: str
+    targets: dict[str, float]  # summary-line name -> the speedup it should reach
+
+
+@dataclass(frozen=True)
+class Course:
+    folder: str  # the course folder, relative to the repository root
+    key: str
+    title: str
+    outputs: str
+    zip: str | None = None
+    report: str | None = None
+    benches: tuple[Bench, ...] = ()
+
+    @property
+    def path(self) -> Path:
+        return ROOT / self.folder
+
+
+def _read(manifest: Path) -> Course:
+    data = tomllib.loads(manifest.read_text())
+    folder = manifest.parent.name
+    return Course(folder=folder, key=data["key"], title=data["title"], outputs=data.get("outputs", folder),
+                  zip=data.get("zip"), report=data.get("report"),
+                  benches=tuple(Bench(b["script"], {k: float(v) for k, v in b["targets"].items()})
+                                for b in data.get("bench", [])))
+
+
+def courses() -> list[Course]:
+    """Every course folder with a manifest, in the order of their folder names."""
+    return [_read(m) for m in sorted(ROOT.glob(f"*/{MANIFEST}"))]
+
+
+def find(name: str) -> Course:
+    """The course whose key or folder is ``name``; SystemExit (one line) naming the choices otherwise."""
+    for c in courses():
+        if name in (c.key, c.folder):
+            return c
+    raise SystemExit(f"error: no course {name!r}; choose from {', '.join(c.key for c in courses())}")
