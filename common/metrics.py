@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from . import data as D
 from .data import TensorLoader, resize_to
-from .paths import cache_dir
+from .paths import cache_dir, shown
 from .training import autocast, progress
 
 JUDGE_DATASETS = ("mnist", "fashion")
@@ -148,7 +148,7 @@ def get_judge(dataset: str, device="cpu", quick: bool = False, data_root=None) -
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     model = Judge()
     model.load_state_dict(ckpt["state"])
-    return model.to(device).eval(), {**ckpt["info"], "path": str(path)}
+    return model.to(device).eval(), {**ckpt["info"], "path": str(shown(path))}
 
 
 @torch.no_grad()
