@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from . import data as D
 from .paths import cache_dir
-from .training import progress
+from .training import isolated_rng, progress
 
 JUDGE_DATASETS = ("mnist", "fashion")
 JUDGE_TARGETS = {"mnist": 0.993, "fashion": 0.92}
@@ -149,10 +149,19 @@ class Evaluator:
 
         ev = Evaluator("mnist", device, quick=cfg.quick)
         ev.report(samples, labels=None, value_range=(-1, 1))  # -> dict for metrics.json
+
+    Building it (the judge's weight init, or its training when none is cached) and every
+    measurement run in :func:`common.training.isolated_rng`: evaluation draws nothing from the
+    training's random streams, so a resumed run stays bit-exact with evaluation on, wherever a
+    script builds its evaluator.
     """
 
     def __init__(self, dataset: str = "mnist", device="cpu", quick: bool = False, data_root=None,
                  n_real: int = 10000):
+        with isolated_rng():
+            self._build(dataset, device, quick, data_root, n_real)
+
+    def _build(self, dataset, device, quick, data_root, n_real) -> None:
         self.device = torch.device(device)
         self.dataset = dataset
         self.judge, self.judge_info = get_judge(dataset, self.device, quick, data_root)
@@ -167,8 +176,9 @@ class Evaluator:
     @torch.no_grad()
     def _batches(self, images: torch.Tensor, value_range, resized: bool, fn):
         out = []
-        for i in range(0, len(images), 1000):
-            out.append(fn(judge_input(images[i:i + 1000].to(self.device), value_range, resized)).float().cpu())
+        with isolated_rng():
+            for i in range(0, len(images), 1000):
+                out.append(fn(judge_input(images[i:i + 1000].to(self.device), value_range, resized)).float().cpu())
         return torch.cat(out)
 
     def features(self, images, value_range=(-1.0, 1.0), resized: bool = False) -> np.ndarray:
