@@ -31,10 +31,12 @@ class ConfigError(ValueError):
     message is one line for the user (``cli.run_main`` prints it and exits with code 2)."""
 
 
-# A loss or weight this large (in absolute value) counts as diverged, like NaN: the losses of
-# these models stay below ~1e5 and their weights below ~1e3 while training works, whereas a
-# learning rate far too high drives them to 1e20-1e30 while staying finite.
+# A loss or a weight this large (in absolute value) counts as diverged, like NaN: the losses of
+# these models stay below ~1e5 and their weights below ~1e2 while training works, whereas a
+# learning rate far too high drives losses to 1e20-1e30 and, with Adam, moves each weight by about
+# the learning rate per step, while everything stays finite (BCE on sigmoid outputs is bounded).
 DIVERGED = 1e8
+WEIGHTS_DIVERGED = 1e5
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,7 +356,7 @@ def _kept(checkpoint: Path | None) -> str:
 
 def check_weights(where: str, objects: dict, checkpoint: Path | None = None, advice: str | None = None) -> None:
     """Raise :class:`NonFiniteLoss` if a parameter of a module in ``objects`` is NaN, infinite or
-    beyond :data:`DIVERGED` (one reduction per module: cheap once per epoch)."""
+    beyond :data:`WEIGHTS_DIVERGED` (one reduction per module: cheap once per epoch)."""
     for key, module in objects.items():
         if not isinstance(module, torch.nn.Module):
             continue
@@ -362,10 +364,10 @@ def check_weights(where: str, objects: dict, checkpoint: Path | None = None, adv
         if not params:
             continue
         peak = torch.stack([p.abs().max().float() for p in params if p.numel()]).max().item()
-        if math.isfinite(peak) and peak <= DIVERGED:
+        if math.isfinite(peak) and peak <= WEIGHTS_DIVERGED:
             continue
         name = next((n for n, p in module.named_parameters()
-                     if p.numel() and not (torch.isfinite(p).all() and p.abs().max() <= DIVERGED)), "?")
+                     if p.numel() and not (torch.isfinite(p).all() and p.abs().max() <= WEIGHTS_DIVERGED)), "?")
         state = "NaN or infinite" if not math.isfinite(peak) else f"as large as {peak:.3g} (diverged)"
         raise NonFiniteLoss(f"the weights of {key} ({name}) became {state} at {where}{_kept(checkpoint)}. "
                             f"{advice or 'Lower the learning rate, then --resume.'}")
@@ -410,6 +412,7 @@ class Run:
         self._pending = read_checkpoint(self.ckpt_path) if self.config.get("resume") and self.ckpt_path.exists() else None
         self.dir.mkdir(parents=True, exist_ok=True)
         self._config_written = False
+        self._checkpointed = False
         if not self.config.get("resume"):
             self._write_config()
 
@@ -424,25 +427,32 @@ class Run:
     def advice(self) -> str:
         """What to change after a divergence, from this run's config: its learning-rate flags,
         ``--resume`` once a checkpoint exists, and ``--precision fp32`` only where it trains in bf16."""
-        flags = [k for k in self.config if (k == "lr" or k.startswith("lr_")) and not k.endswith("_used")]
+        flags = [k for k, v in self.config.items() if (k == "lr" or k.startswith("lr_")) and not k.endswith("_used")
+                 and isinstance(v, (int, float, type(None))) and not isinstance(v, bool)]
         lr = " / ".join("--" + k.replace("_", "-") for k in flags) or "the learning rate"
         resolved = [self.config[k] for k in ("precision_resolved", "resolved_precision", "precision_used", "precision")
                     if k in self.config]
         fp32 = " or use --precision fp32" if resolved and resolved[0] == "bf16" else ""
-        if self.ckpt_path.exists():
+        if self._good_checkpoint():
             return f"Lower {lr}{fp32}, and add --resume to go on from that checkpoint with the new value."
         return f"Run again with a lower {lr}{fp32}."
 
+    def _good_checkpoint(self) -> Path | None:
+        """This run's checkpoint, once it resumed from or wrote one (an older run's file in the
+        folder is not this run's last good state)."""
+        return self.ckpt_path if self._checkpointed and self.ckpt_path.exists() else None
+
     def guard(self, epoch: int, **losses) -> None:
-        check_finite(f"epoch {epoch + 1}, step {self.step}", self.ckpt_path, self.advice(), **losses)
+        check_finite(f"epoch {epoch + 1}, step {self.step}", self._good_checkpoint(), self.advice(), **losses)
 
     def checkpoint(self, epoch: int, objects: dict) -> None:
         """Check the weights, then write ``checkpoint.pt`` after ``epoch`` completed epochs and the
         history files. Diverged weights stop the run and keep the previous checkpoint."""
-        check_weights(f"the end of epoch {epoch}", objects, self.ckpt_path, self.advice())
+        check_weights(f"the end of epoch {epoch}", objects, self._good_checkpoint(), self.advice())
         self._write_config()
         save_checkpoint(self.ckpt_path, {**objects, "history": self.history},
                         epoch=epoch, step=self.step, config=self.config)
+        self._checkpointed = True
         self.history.save(self.dir)
 
     def resume(self, objects: dict) -> int:
@@ -475,6 +485,7 @@ class Run:
             print("[resume] learning rate from the command line: "
                   + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
         self.step = ckpt["step"]
+        self._checkpointed = True
         self._write_config()
         print(f"[resume] continuing after epoch {ckpt['epoch']} from {self.ckpt_path}")
         return ckpt["epoch"]
