@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUTPUTS = ROOT / "outputs"
+# Run folders: ``$HW_OUTPUTS`` when set (the tests point it at a temporary folder), else ``outputs/``.
+OUTPUTS = Path(os.environ["HW_OUTPUTS"]).expanduser().resolve() if os.environ.get("HW_OUTPUTS") else ROOT / "outputs"
 DIST = ROOT / "dist"
 
 

@@ -1,7 +1,7 @@
 """ECE 685D HW5, Problem 1: train the DCGAN on the MNIST train split (1.1), then probe its
 discriminator's features with a single linear layer (1.2).
 
-Handout: ``shared/handouts/ece685d_hw5.md``; models, losses and the probe: ``dcgan_mnist.py``.
+Handout: the ECE 685D HW5 handout (Problem 1); models, losses and the probe: ``dcgan_mnist.py``.
 
 1.1  Min-max loss (the generator uses the non-saturating form, see ``dcgan_mnist``), z ~ N(0, I),
      Adam(lr, betas=(0.5, 0.999)), images scaled to [-1, 1]. Writes 12 generated samples, the

@@ -1,6 +1,6 @@
 """RDFIA TP2-de, part 1: DCGAN on MNIST (32x32, padded) and the practical's experiments.
 
-Handout: ``shared/handouts/rdfia_tp2.md`` (questions 1-5); architecture and defaults from the
+Handout: the RDFIA TP2 (GAN) practical (questions 1-5); architecture and defaults from the
 course's task sheet (``tp2_models.py``). Each experiment is a named run in
 ``outputs/rdfia_tp2/dcgan/<experiment>/`` with loss curves, samples over training (one row per
 epoch, fixed noise), an interpolation figure, the Frechet distance on judge features per epoch
