@@ -165,6 +165,13 @@ def run_main(main, argv=None) -> None:
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise
+        # A script's own check of its flags (``raise SystemExit("unknown ablation ...")``): the
+        # same one line and exit code 2 as the shared flags.
+        print(f"error: {exc.code.removeprefix('error: ')}", file=sys.stderr)
+        sys.exit(2)
     except NonFiniteLoss as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(3)
