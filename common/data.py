@@ -166,7 +166,7 @@ def _announce_fallback(title: str, root: Path, source: str) -> None:
     key = (title, str(root), source)
     if key not in _ANNOUNCED:
         _ANNOUNCED.add(key)
-        print(f"[data] {title} not found under {root}: quick runs use the {source} data (said once)")
+        print(f"[data] {title} not found under {root}: quick runs use the {source} data")
 
 
 def load_split(name: str, split: str = "train", root=None, quick: bool = False, seed: int = 0,
