@@ -151,8 +151,7 @@ def main(argv=None) -> None:
     cfg = parse_config(Config, argv, description=__doc__.splitlines()[0])
     device = get_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    name = cfg.name + ("_quick" if cfg.quick and cfg.name == "dcgan" else "")
-    run = Run(run_dir(COURSE, PART, name, cfg.out_dir), {**cfg.to_dict(), "precision_used": precision})
+    run = Run(run_dir(COURSE, PART, cfg.name, cfg.out_dir, quick=cfg.quick), {**cfg.to_dict(), "precision_used": precision})
     train = load_split("mnist", "train", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
     test = load_split("mnist", "test", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
     print(f"[problem 1] {len(train)} train / {len(test)} test images ({train.source}); device {device}, "
