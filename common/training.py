@@ -443,6 +443,10 @@ class Run:
         return self.ckpt_path if self._checkpointed and self.ckpt_path.exists() else None
 
     def guard(self, epoch: int, **losses) -> None:
+        """Stop the run (:class:`NonFiniteLoss`) if a loss is NaN, infinite or diverged; called every step."""
+        values = [float(v) for v in losses.values()]
+        if all(math.isfinite(v) and abs(v) <= DIVERGED for v in values):
+            return  # the common case: no message to build, no file to look at
         check_finite(f"epoch {epoch + 1}, step {self.step}", self._good_checkpoint(), self.advice(), **losses)
 
     def checkpoint(self, epoch: int, objects: dict) -> None:
