@@ -498,8 +498,10 @@ class Run:
         from .paths import shown
         old = ckpt.get("config") or {}
         ignore = {"resume", "epochs", "threads", "device", "out_dir", "data_root", "quick", "name"}
+        # flags of evaluation and figures never change a state dict: leave them out of the message
+        cosmetic = ("eval", "show", "tsne", "snapshot", "probe", "psi", "grid", "interp")
         diff = [k for k, v in self.config.items() if k in old and old[k] != v and k not in ignore
-                and not k.startswith("lr")]
+                and not k.startswith("lr") and not any(c in k for c in cosmetic)]
 
         def flag(k, v):
             v = " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
