@@ -18,6 +18,10 @@ export HW_QUICK := $(if $(QUICK),1,$(HW_QUICK))
 	zip-ee8520 zip-assignment3 zip-ece685d zip-rdfia zips
 
 help: ## list the targets
+	@echo "make <target> [QUICK=1] [NAME=<your name>]"
+	@echo "  QUICK=1      the smoke-sized run of any target (--quick: a few hundred images, 1-2 epochs, own _quick folders)"
+	@echo "  NAME=<name>  names the submission files (zips, reports, the CSC 8851 notebook; default YourName)"
+	@echo
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-26s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml

@@ -8,7 +8,7 @@
 | ``metrics`` | judge classifiers, Frechet distance, class accuracy and diversity, Bernoulli NLL |
 | ``plotting`` | every figure type (grids, curves, reconstructions, latent grids, embeddings, bars) |
 | ``tables`` | Markdown and CSV tables |
-| ``cli`` | a dataclass of defaults -> flags, quick mode, ``run_main`` (clean exits) |
+| ``cli`` | a dataclass of defaults -> flags, their validation (exit 2 before anything is written), quick mode, ``run_main`` (clean exits) |
 | ``deliver`` | notebook execution and export, reports, course zips |
 | ``bench`` | speed benchmarks against baselines run side by side |
 

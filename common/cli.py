@@ -6,11 +6,17 @@ Every script accepts ``--epochs --batch-size --lr --seed --device --data-root --
 ``HW_QUICK=1`` in the environment (which ``make ... QUICK=1`` and notebooks set). A script's
 ``QUICK`` dict says what quick mode changes (few images, one or two epochs); flags given
 explicitly on the command line still win.
+
+The config is checked before a script writes anything (:func:`validate`): epochs, batch size
+and learning rate must be positive, the device must exist. A bad value, like a flag argparse
+rejects, is one line on stderr and exit code 2 (``run_main``), without the usage text.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import numbers
 import os
 import sys
 import typing
@@ -19,7 +25,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from .data import DataError
-from .training import NonFiniteLoss
+from .training import ConfigError, NonFiniteLoss, check_device
 
 
 def env_quick() -> bool:
@@ -51,8 +57,7 @@ class BaseConfig:
 
 
 def _flag_type(tp):
-    if isinstance(tp, str):
-        tp = eval(tp, vars(typing) | {"Optional": typing.Optional})  # noqa: S307 - annotations we wrote
+    # typing.get_type_hints has already turned string annotations into types.
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     if typing.get_origin(tp) is list:
         return args[0], "+"
@@ -61,9 +66,16 @@ def _flag_type(tp):
     return tp, None
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors raise :class:`ConfigError` (one line, exit 2 through
+    ``run_main``) instead of printing the usage text and exiting."""
+
+    def error(self, message):
+        raise ConfigError(message)
+
+
 def build_parser(config_cls, description: str = "") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     hints = typing.get_type_hints(config_cls)
     for f in fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
@@ -90,7 +102,41 @@ def parse_config(config_cls, argv=None, description: str = ""):
         for k, v in config_cls.QUICK.items():
             if k not in given:
                 values[k] = v
-    return apply_threads(config_cls(**values))
+    return apply_threads(validate(config_cls(**values)))
+
+
+# Fields that must be positive numbers wherever a config has them, and fields that may be 0
+# (meaning "use --lr") but not negative.
+POSITIVE = ("epochs", "batch_size", "lr")
+NON_NEGATIVE_PREFIX = "lr_"
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def validate(cfg):
+    """Raise :class:`ConfigError` for a value no run can use: epochs, batch size (every entry of
+    ``batch_sizes``) and learning rate must be positive, ``lr_*`` rates not negative, numbers finite,
+    and the device must exist. Returns ``cfg``; nothing has been written when it raises."""
+    values = dataclasses.asdict(cfg)
+
+    def number(name, v, positive):
+        ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 if positive else v >= 0)
+        if not ok:
+            kind = "a positive" if positive else "a non-negative"
+            raise ConfigError(f"{_flag(name)} must be {kind} number (got {v})")
+
+    for name in POSITIVE:
+        if name in values:
+            number(name, values[name], True)
+    for name, v in values.items():
+        if name.startswith(NON_NEGATIVE_PREFIX) and v is not None and not isinstance(v, (list, str)):
+            number(name, v, False)
+    for v in values.get("batch_sizes") or []:
+        number("batch_sizes", v, True)
+    check_device(values.get("device"))
+    return cfg
 
 
 def apply_threads(cfg):
@@ -107,16 +153,24 @@ def make_config(config_cls, **overrides):
         values.update(config_cls.QUICK)
         values["quick"] = True
     values.update(overrides)
-    return apply_threads(config_cls(**values))
+    return apply_threads(validate(config_cls(**values)))
 
 
 def run_main(main, argv=None) -> None:
     """Run ``main(argv)``; known failures become one line on stderr and an exit code
-    (2: data missing or broken, 3: the loss became NaN or infinite), never a traceback."""
+    (2: a bad flag, an unavailable device, a checkpoint that cannot be resumed, data missing or
+    broken; 3: a loss or the weights became NaN, infinite or diverged), never a traceback."""
     try:
         main(argv)
-    except DataError as exc:
+    except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise
+        # A script's own check of its flags (``raise SystemExit("unknown ablation ...")``): the
+        # same one line and exit code 2 as the shared flags.
+        print(f"error: {exc.code.removeprefix('error: ')}", file=sys.stderr)
         sys.exit(2)
     except NonFiniteLoss as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -168,6 +168,17 @@ def synthetic(info: DatasetInfo, n: int, seed: int = 0) -> tuple[torch.Tensor, t
     return x, y
 
 
+_ANNOUNCED: set = set()
+
+
+def _announce_fallback(title: str, root: Path, source: str) -> None:
+    """Say once per process (not once per split or per load) that a quick run uses stand-in data."""
+    key = (title, str(root), source)
+    if key not in _ANNOUNCED:
+        _ANNOUNCED.add(key)
+        print(f"[data] {title} not found under {root}: quick runs use the {source} data")
+
+
 def load_split(name: str, split: str = "train", root=None, quick: bool = False, seed: int = 0,
                quick_size: int | None = None) -> Split:
     """Load one split as uint8 tensors.
@@ -194,7 +205,7 @@ def load_split(name: str, split: str = "train", root=None, quick: bool = False, 
         else:
             x, y = synthetic(info, quick_size or QUICK_SIZES[split], seed=seed + (split == "test"))
             source = "synthetic"
-        print(f"[data] {info.title} ({split}) not found under {root}: quick run uses the {source} data")
+        _announce_fallback(info.title, root, source)
     data = Split(x, y, info, split, source)
     size = quick_size or QUICK_SIZES[split]
     if quick and len(data) > size:

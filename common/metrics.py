@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from . import data as D
 from .data import TensorLoader, resize_to
 from .paths import cache_dir, shown
-from .training import autocast, progress
+from .training import autocast, isolated_rng, progress
 
 JUDGE_DATASETS = ("mnist", "fashion")
 JUDGE_TARGETS = {"mnist": 0.993, "fashion": 0.92}
@@ -176,10 +176,19 @@ class Evaluator:
 
         ev = Evaluator("mnist", device, quick=cfg.quick)
         ev.report(samples, labels=None, value_range=(-1, 1))  # -> dict for metrics.json
+
+    Building it (the judge's weight init, or its training when none is cached) and every
+    measurement run in :func:`common.training.isolated_rng`: evaluation draws nothing from the
+    training's random streams, so a resumed run stays bit-exact with evaluation on, wherever a
+    script builds its evaluator.
     """
 
     def __init__(self, dataset: str = "mnist", device="cpu", quick: bool = False, data_root=None,
                  n_real: int = 10000):
+        with isolated_rng():
+            self._build(dataset, device, quick, data_root, n_real)
+
+    def _build(self, dataset, device, quick, data_root, n_real) -> None:
         self.device = torch.device(device)
         self.dataset = dataset
         self.judge, self.judge_info = get_judge(dataset, self.device, quick, data_root)
@@ -191,11 +200,15 @@ class Evaluator:
         idx = D.stratified_subset(train.y, n, seed=1)[:n]
         self.floor = frechet_distance(self.features(D.to_float(train.x[idx], "unit"), (0.0, 1.0)), self.real_test)
 
+    def _outputs(self, images, value_range, resized: bool) -> tuple[np.ndarray, torch.Tensor]:
+        with isolated_rng():
+            return judge_outputs(self.judge, judge_input(images, value_range, resized))
+
     def features(self, images, value_range=(-1.0, 1.0), resized: bool = False) -> np.ndarray:
-        return judge_outputs(self.judge, judge_input(images, value_range, resized))[0]
+        return self._outputs(images, value_range, resized)[0]
 
     def probabilities(self, images, value_range=(-1.0, 1.0), resized: bool = False) -> torch.Tensor:
-        return judge_outputs(self.judge, judge_input(images, value_range, resized))[1]
+        return self._outputs(images, value_range, resized)[1]
 
     def frechet(self, images, value_range=(-1.0, 1.0), resized: bool = False) -> float:
         return frechet_distance(self.features(images, value_range, resized), self.real_test)
@@ -203,7 +216,7 @@ class Evaluator:
     def report(self, images, labels=None, value_range=(-1.0, 1.0), resized: bool = False) -> dict:
         """Frechet distance (with its floor), judge confidence, class diversity and, for
         conditional samples, the share classified as the label asked for (overall and per class)."""
-        feats, probs = judge_outputs(self.judge, judge_input(images, value_range, resized))
+        feats, probs = self._outputs(images, value_range, resized)
         out = {"frechet_distance": frechet_distance(feats, self.real_test),
                "frechet_floor_train_vs_test": self.floor,
                **sample_stats(probs),

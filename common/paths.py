@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUTPUTS = ROOT / "outputs"
+# Run folders: ``$HW_OUTPUTS`` when set (the tests point it at a temporary folder), else ``outputs/``.
+OUTPUTS = Path(os.environ["HW_OUTPUTS"]).expanduser().resolve() if os.environ.get("HW_OUTPUTS") else ROOT / "outputs"
 DIST = ROOT / "dist"
 
 
@@ -43,13 +44,30 @@ def cache_dir(explicit_data_root: str | os.PathLike | None = None) -> Path:
     return path
 
 
+def quick_folder(folder: Path, quick: bool, out_dir=None) -> Path:
+    """Where a run in ``folder`` writes: ``folder`` itself, unless it is a quick run under
+    ``outputs/`` whose folder is not a quick one yet (no part of its path below ``outputs/``
+    ends in ``quick``): then ``<folder>_quick``. The one rule, for every script, that keeps a
+    smoke run out of a full run's folder; ``--out-dir`` is taken as given."""
+    folder = Path(folder)
+    if not quick or out_dir:
+        return folder
+    try:
+        parts = folder.resolve().relative_to(OUTPUTS.resolve()).parts
+    except ValueError:
+        return folder
+    if not parts or any(p.endswith("quick") for p in parts):
+        return folder
+    return folder.with_name(f"{folder.name}_quick")
+
+
 def run_path(course: str, part: str, name: str, out_dir: str | os.PathLike | None = None,
              quick: bool = False) -> Path:
     """``outputs/<course>/<part>/<name>/`` (or ``out_dir`` when given), not created. A quick run's
-    folder is ``<name>_quick``, so a smoke run never overwrites a full run's results."""
-    if quick:
-        name = f"{name}_quick"
-    return Path(out_dir).expanduser().resolve() if out_dir else OUTPUTS / course / part / name
+    folder is ``<name>_quick`` (:func:`quick_folder`), so a smoke run never overwrites a full run's results."""
+    if out_dir:
+        return Path(out_dir).expanduser().resolve()
+    return quick_folder(OUTPUTS / course / part / name, quick)
 
 
 def run_dir(course: str, part: str, name: str, out_dir: str | os.PathLike | None = None,

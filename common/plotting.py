@@ -14,7 +14,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
 
 DPI = 120
 
@@ -38,6 +37,8 @@ def _to_unit(images: torch.Tensor, value_range=(-1.0, 1.0)) -> torch.Tensor:
 
 def grid_image(images: torch.Tensor, nrow: int = 8, value_range=(-1.0, 1.0), padding: int = 2) -> np.ndarray:
     """An (H, W, 3) array of the images tiled ``nrow`` per row."""
+    from torchvision.utils import make_grid  # here: importing torchvision costs ~2 s, a failing flag needs none
+
     grid = make_grid(_to_unit(images, value_range), nrow=nrow, padding=padding, pad_value=1.0)
     return grid.permute(1, 2, 0).numpy()
 

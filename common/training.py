@@ -22,7 +22,21 @@ from tqdm.auto import tqdm
 
 
 class NonFiniteLoss(RuntimeError):
-    """A loss became NaN or infinite; the message says where and which checkpoint was kept."""
+    """A loss or a weight became NaN, infinite or diverged; the message says where, which
+    checkpoint was kept and what to change."""
+
+
+class ConfigError(ValueError):
+    """A bad flag value, an unavailable device, or a checkpoint that cannot be resumed; the
+    message is one line for the user (``cli.run_main`` prints it and exits with code 2)."""
+
+
+# A loss or a weight this large (in absolute value) counts as diverged, like NaN: the losses of
+# these models stay below ~1e5 and their weights below ~1e2 while training works, whereas a
+# learning rate far too high drives losses to 1e20-1e30 and, with Adam, moves each weight by about
+# the learning rate per step, while everything stays finite (BCE on sigmoid outputs is bounded).
+DIVERGED = 1e8
+WEIGHTS_DIVERGED = 1e5
 
 
 # --------------------------------------------------------------------------------------------
@@ -35,9 +49,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_device(name: str | None) -> None:
+    """Raise :class:`ConfigError` unless ``name`` (``auto``, ``cpu``, ``cuda[:i]``, ``mps``) is a
+    device this machine has."""
+    if not name or name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name}: not a device name (use auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"--device {name}: this machine has {count} CUDA device(s)")
+    elif device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise ConfigError(f"--device {name}: MPS is not available on this machine; use --device cpu or auto")
+    elif device.type != "cpu":
+        raise ConfigError(f"--device {name}: not supported here (use auto, cpu, cuda or mps)")
+
+
 def get_device(name: str | None = None) -> torch.device:
     """``name`` if given, else CUDA, then MPS, then CPU. Also sets CPU speed switches."""
     if name and name != "auto":
+        check_device(name)
         device = torch.device(name)
     elif torch.cuda.is_available():
         device = torch.device("cuda")
@@ -45,7 +82,7 @@ def get_device(name: str | None = None) -> torch.device:
         device = torch.device("mps")
     else:
         device = torch.device("cpu")
-    # Denormal floats made CPU GAN steps ~3x slower on these machines (shared/notes/cpu-speed.md).
+    # Denormal floats made CPU GAN steps ~3x slower on these machines (measured for the course benchmarks).
     torch.set_flush_denormal(True)
     return device
 
@@ -237,6 +274,19 @@ class EpochSamples:
 # Checkpoints
 
 
+@contextlib.contextmanager
+def isolated_rng():
+    """Run the block without touching the global random streams (Python, NumPy, PyTorch CPU and
+    CUDA): whatever it draws (a judge's weight init or training) is undone afterwards. Work that
+    is not part of training (evaluation) runs inside it, so a resumed run draws exactly the
+    numbers an uninterrupted one draws, wherever the evaluator is built."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
 def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -263,9 +313,24 @@ def save_checkpoint(path: Path, objects: dict, **extra) -> None:
     os.replace(tmp, path)
 
 
+def read_checkpoint(path: Path, map_location="cpu") -> dict:
+    """``torch.load`` a checkpoint written by :func:`save_checkpoint`; an unreadable (truncated,
+    corrupt) or foreign file raises :class:`ConfigError` naming it."""
+    from .paths import shown
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - pickle, zip and OS errors all mean the same here
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise ConfigError(f"{shown(path)} cannot be read (truncated or corrupt: {detail}); delete it, "
+                          f"or run without --resume to start over") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state"), dict) or "rng" not in ckpt:
+        raise ConfigError(f"{shown(path)} is not a checkpoint of this project (no model state and RNG state in it)")
+    return ckpt
+
+
 def load_checkpoint(path: Path, objects: dict, map_location="cpu", restore_rng: bool = True) -> dict:
     """Load what :func:`save_checkpoint` wrote into ``objects``; returns the whole checkpoint."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    ckpt = read_checkpoint(path, map_location)
     for k, o in objects.items():
         if o is not None and k in ckpt["state"]:
             o.load_state_dict(ckpt["state"][k])
@@ -274,15 +339,38 @@ def load_checkpoint(path: Path, objects: dict, map_location="cpu", restore_rng: 
     return ckpt
 
 
-def check_finite(where: str, checkpoint: Path | None = None, **losses) -> None:
-    """Raise :class:`NonFiniteLoss` if any loss is NaN or infinite."""
+def check_finite(where: str, checkpoint: Path | None = None, advice: str | None = None, **losses) -> None:
+    """Raise :class:`NonFiniteLoss` if any loss is NaN, infinite or beyond :data:`DIVERGED`."""
     for name, v in losses.items():
         value = float(v)
-        if not math.isfinite(value):
-            kept = (f"; the last good checkpoint is kept at {checkpoint}" if checkpoint and Path(checkpoint).exists()
-                    else "; no checkpoint was written yet")
-            raise NonFiniteLoss(f"{name} became {value} at {where}{kept}. Lower the learning rate or "
-                                f"use --precision fp32, then --resume.")
+        if not math.isfinite(value) or abs(value) > DIVERGED:
+            shown_value = f"{value:.3g} (diverged)" if math.isfinite(value) else f"{value}"
+            raise NonFiniteLoss(f"{name} became {shown_value} at {where}{_kept(checkpoint)}. "
+                                f"{advice or 'Lower the learning rate, then --resume.'}")
+
+
+def _kept(checkpoint: Path | None) -> str:
+    return (f"; the last good checkpoint is kept at {checkpoint}" if checkpoint and Path(checkpoint).exists()
+            else "; no checkpoint was written yet")
+
+
+def check_weights(where: str, objects: dict, checkpoint: Path | None = None, advice: str | None = None) -> None:
+    """Raise :class:`NonFiniteLoss` if a parameter of a module in ``objects`` is NaN, infinite or
+    beyond :data:`WEIGHTS_DIVERGED` (one reduction per module: cheap once per epoch)."""
+    for key, module in objects.items():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        params = [p.detach() for p in module.parameters()]
+        if not params:
+            continue
+        peak = torch.stack([p.abs().max().float() for p in params if p.numel()]).max().item()
+        if math.isfinite(peak) and peak <= WEIGHTS_DIVERGED:
+            continue
+        name = next((n for n, p in module.named_parameters()
+                     if p.numel() and not (torch.isfinite(p).all() and p.abs().max() <= WEIGHTS_DIVERGED)), "?")
+        state = "NaN or infinite" if not math.isfinite(peak) else f"as large as {peak:.3g} (diverged)"
+        raise NonFiniteLoss(f"the weights of {key} ({name}) became {state} at {where}{_kept(checkpoint)}. "
+                            f"{advice or 'Lower the learning rate, then --resume.'}")
 
 
 def progress(iterable, desc: str = "", total: int | None = None, **kwargs):
@@ -304,43 +392,158 @@ class Run:
         run = Run(folder, config)
         start = run.resume({"G": G, "D": D, "opt_G": opt_G, ...}) if config.resume else 0
         for epoch in range(start, config.epochs):
-            ...; run.guard(epoch, step, d_loss=d_loss, g_loss=g_loss)
+            ...; run.guard(epoch, d_loss=d_loss, g_loss=g_loss)
             run.checkpoint(epoch + 1, objects)
+
+    A quick run (``config["quick"]``) never writes into a full run's folder under ``outputs/``:
+    see :func:`common.paths.quick_folder`. With ``config["resume"]`` the checkpoint is read when
+    the run is made (an unreadable one stops here, nothing written), and ``config.json`` is only
+    rewritten once :meth:`resume` has loaded it into the models (or at the first checkpoint or
+    metrics), so a checkpoint that does not fit leaves every file as it was.
     """
 
     def __init__(self, folder: Path, config: dict):
-        self.dir = Path(folder)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        from .paths import quick_folder
         self.config = dict(config)
+        self.dir = quick_folder(Path(folder), bool(self.config.get("quick")), self.config.get("out_dir"))
         self.history = History()
         self.ckpt_path = self.dir / "checkpoint.pt"
         self.step = 0
-        write_json(self.dir / "config.json", self.config)
+        self._pending = read_checkpoint(self.ckpt_path) if self.config.get("resume") and self.ckpt_path.exists() else None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._config_written = False
+        self._checkpointed = False
+        if not self.config.get("resume"):
+            self._write_config()
+
+    def _write_config(self) -> None:
+        if not self._config_written:
+            write_json(self.dir / "config.json", self.config)
+            self._config_written = True
 
     def path(self, name: str) -> Path:
         return self.dir / name
 
+    def advice(self) -> str:
+        """What to change after a divergence, from this run's config: its learning-rate flags,
+        ``--resume`` once a checkpoint exists, and ``--precision fp32`` only where it trains in bf16."""
+        flags = [k for k, v in self.config.items() if (k == "lr" or k.startswith("lr_")) and not k.endswith("_used")
+                 and isinstance(v, (int, float, type(None))) and not isinstance(v, bool)]
+        lr = " / ".join("--" + k.replace("_", "-") for k in flags) or "the learning rate"
+        resolved = [self.config[k] for k in ("precision_resolved", "resolved_precision", "precision_used", "precision")
+                    if k in self.config]
+        fp32 = " or use --precision fp32" if resolved and resolved[0] == "bf16" else ""
+        if self._good_checkpoint():
+            return f"Lower {lr}{fp32}, and add --resume to go on from that checkpoint with the new value."
+        return f"Run again with a lower {lr}{fp32}."
+
+    def _good_checkpoint(self) -> Path | None:
+        """This run's checkpoint, once it resumed from or wrote one (an older run's file in the
+        folder is not this run's last good state)."""
+        return self.ckpt_path if self._checkpointed and self.ckpt_path.exists() else None
+
     def guard(self, epoch: int, **losses) -> None:
-        check_finite(f"epoch {epoch + 1}, step {self.step}", self.ckpt_path, **losses)
+        """Stop the run (:class:`NonFiniteLoss`) if a loss is NaN, infinite or diverged; called every step."""
+        values = [float(v) for v in losses.values()]
+        if all(math.isfinite(v) and abs(v) <= DIVERGED for v in values):
+            return  # the common case: no message to build, no file to look at
+        check_finite(f"epoch {epoch + 1}, step {self.step}", self._good_checkpoint(), self.advice(), **losses)
 
     def checkpoint(self, epoch: int, objects: dict) -> None:
-        """Write ``checkpoint.pt`` after ``epoch`` completed epochs, and the history files."""
+        """Check the weights, then write ``checkpoint.pt`` after ``epoch`` completed epochs and the
+        history files. Diverged weights stop the run and keep the previous checkpoint."""
+        check_weights(f"the end of epoch {epoch}", objects, self._good_checkpoint(), self.advice())
+        self._write_config()
         save_checkpoint(self.ckpt_path, {**objects, "history": self.history},
                         epoch=epoch, step=self.step, config=self.config)
+        self._checkpointed = True
         self.history.save(self.dir)
 
     def resume(self, objects: dict) -> int:
-        """Load the checkpoint if there is one; returns the number of completed epochs."""
-        if not self.ckpt_path.exists():
+        """Load the checkpoint if there is one; returns the number of completed epochs.
+
+        A checkpoint of another architecture raises :class:`ConfigError` naming the flags that
+        differ. Learning-rate flags that differ from the checkpoint's take effect: the optimizers
+        (and their schedulers) continue from the checkpoint with the new rate."""
+        if self._pending is None and self.ckpt_path.exists():
+            self._pending = read_checkpoint(self.ckpt_path)
+        if self._pending is None:
             print(f"[resume] no checkpoint in {self.dir}: starting from scratch")
+            self._write_config()
             return 0
-        ckpt = load_checkpoint(self.ckpt_path, {**objects, "history": self.history})
+        ckpt, self._pending = self._pending, None
+        before = {id(o): [dict(g) for g in o.param_groups] for o in objects.values()
+                  if isinstance(o, torch.optim.Optimizer)}
+        try:
+            for k, o in {**objects, "history": self.history}.items():
+                if o is not None and k in ckpt["state"]:
+                    o.load_state_dict(ckpt["state"][k])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise ConfigError(self._mismatch(ckpt, k, exc)) from None
+        set_rng_state(ckpt["rng"])
+        old = ckpt.get("config") or {}
+        changed = {k: (old.get(k), v) for k, v in self.config.items()
+                   if (k == "lr" or k.startswith("lr_")) and k in old and old[k] != v}
+        if changed:
+            _rescale_lrs(objects, before)
+            print("[resume] learning rate from the command line: "
+                  + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
         self.step = ckpt["step"]
+        self._checkpointed = True
+        self._write_config()
         print(f"[resume] continuing after epoch {ckpt['epoch']} from {self.ckpt_path}")
         return ckpt["epoch"]
 
+    def _mismatch(self, ckpt: dict, key: str, exc: Exception) -> str:
+        from .paths import shown
+        old = ckpt.get("config") or {}
+        ignore = {"resume", "epochs", "threads", "device", "out_dir", "data_root", "quick", "name"}
+        # flags of evaluation and figures never change a state dict: leave them out of the message
+        cosmetic = ("eval", "show", "tsne", "snapshot", "probe", "psi", "grid", "interp")
+        diff = [k for k, v in self.config.items() if k in old and old[k] != v and k not in ignore
+                and not k.startswith("lr") and not any(c in k for c in cosmetic)]
+
+        def flag(k, v):
+            v = " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+            return f"--{k.replace('_', '-')} {v}"
+
+        detail = ("; ".join(f"it was saved with {flag(k, old[k])}, this run has {flag(k, self.config[k])}"
+                            for k in diff[:3])
+                  or (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()[:160])
+        return f"{shown(self.ckpt_path)} does not fit this run's {key} ({detail}); resume with the same flags, or start over without --resume"
+
     def write_metrics(self, metrics: dict) -> Path:
+        self._write_config()
         path = self.dir / "metrics.json"
         old = json.loads(path.read_text()) if path.exists() else {}
         write_json(path, {**old, **metrics})
         return path
+
+
+def _rescale_lrs(objects: dict, before: dict) -> None:
+    """After loading optimizers whose config changed a learning rate: scale each group's current
+    rate (and its schedulers' base rates) by new base rate / checkpoint's base rate, so a schedule
+    continues where it was, at the new scale."""
+    ratios = {}
+    for o in objects.values():
+        if isinstance(o, torch.optim.Optimizer) and id(o) in before:
+            rs = []
+            for g, b in zip(o.param_groups, before[id(o)]):
+                new_base, old_base = b.get("initial_lr", b["lr"]), g.get("initial_lr", g["lr"])
+                r = new_base / old_base if old_base else 1.0
+                g["lr"] = g["lr"] * r if old_base else new_base
+                if "initial_lr" in g:
+                    g["initial_lr"] = new_base
+                rs.append(r)
+            ratios[id(o)] = rs
+
+    def scale(s):
+        for child in getattr(s, "_schedulers", []):
+            scale(child)
+        rs = ratios.get(id(getattr(s, "optimizer", None)))
+        if rs and hasattr(s, "base_lrs"):
+            s.base_lrs = [b * r for b, r in zip(s.base_lrs, rs)]
+
+    for o in objects.values():
+        if isinstance(o, torch.optim.lr_scheduler.LRScheduler) or hasattr(o, "_schedulers"):
+            scale(o)

@@ -301,7 +301,7 @@ def train(cfg: Config, out_dir=None, log=print) -> Result:
     # auto -> bf16 where supported: with channels-last an epoch is 1.7x faster than fp32 on our CPU,
     # and a full 20-epoch bf16 run matched the fp32 run from the same seed (README).
     precision = resolve_precision(cfg.precision, device)
-    folder = run_dir(COURSE, PART, cfg.name, out_dir or cfg.out_dir)
+    folder = run_dir(COURSE, PART, cfg.name, out_dir or cfg.out_dir, quick=cfg.quick)
     x_all, y_all, source = load_data(cfg, device)
     run = Run(folder, {**cfg.to_dict(), "resolved_precision": precision, "device": str(device),
                        "data_source": source, "n_train": len(x_all),

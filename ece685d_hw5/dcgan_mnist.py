@@ -1,6 +1,6 @@
 """ECE 685D HW5, Problem 1: a DCGAN for 28x28 MNIST and a linear probe on its discriminator.
 
-Handout: ``shared/handouts/ece685d_hw5.md`` (Problem 1.1 and 1.2). The handout's architecture
+Handout: the ECE 685D HW5 handout (Problem 1.1 and 1.2). The handout's architecture
 figure did not survive, so the networks follow its spirit and the DCGAN recipe of Radford et al.,
 "Unsupervised Representation Learning with Deep Convolutional GANs" (ICLR 2016,
 arXiv:1511.06434): strided (transposed) convolutions, BatchNorm in the generator, LeakyReLU in

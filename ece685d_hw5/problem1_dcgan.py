@@ -1,7 +1,7 @@
 """ECE 685D HW5, Problem 1: train the DCGAN on the MNIST train split (1.1), then probe its
 discriminator's features with a single linear layer (1.2).
 
-Handout: ``shared/handouts/ece685d_hw5.md``; models, losses and the probe: ``dcgan_mnist.py``.
+Handout: the ECE 685D HW5 handout (Problem 1); models, losses and the probe: ``dcgan_mnist.py``.
 
 1.1  Min-max loss (the generator uses the non-saturating form, see ``dcgan_mnist``), z ~ N(0, I),
      Adam(lr, betas=(0.5, 0.999)), images scaled to [-1, 1]. Writes 12 generated samples, the
@@ -151,8 +151,7 @@ def main(argv=None) -> None:
     cfg = parse_config(Config, argv, description=__doc__.splitlines()[0])
     device = get_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    name = cfg.name + ("_quick" if cfg.quick and cfg.name == "dcgan" else "")
-    run = Run(run_dir(COURSE, PART, name, cfg.out_dir), {**cfg.to_dict(), "precision_used": precision})
+    run = Run(run_dir(COURSE, PART, cfg.name, cfg.out_dir, quick=cfg.quick), {**cfg.to_dict(), "precision_used": precision})
     train = load_split("mnist", "train", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
     test = load_split("mnist", "test", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
     print(f"[problem 1] {len(train)} train / {len(test)} test images ({train.source}); device {device}, "

@@ -17,6 +17,7 @@ everything below is computed after reloading them:
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -85,7 +86,8 @@ def train_model(kind: str, cfg: Config, data: dict, folder, device):
     objects = {"model": model, "optimizer": optimizer, "loader": loader}
     best_path = folder / f"{kind}_best.pt"
     start = run.resume(objects) if cfg.resume else 0
-    best = load_best(best_path, cls())["val_loss"] if start and best_path.exists() else math.inf
+    # A copy, not cls(): a fresh model's init would draw from the RNG state just restored.
+    best = load_best(best_path, copy.deepcopy(model))["val_loss"] if start and best_path.exists() else math.inf
     for epoch in range(start, cfg.epochs):
         model.train()
         t0, total = time.perf_counter(), 0.0

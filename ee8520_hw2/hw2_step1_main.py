@@ -1,6 +1,6 @@
 """EE 8520 HW2, Step 1: train the fully connected GAN of ``models/GAN.py`` on MNIST, and its ablations.
 
-Handout: ``shared/handouts/ee8520_hw2.md`` (Step 1); GAN: Goodfellow et al., "Generative
+Handout: the EE 8520 HW2 handout (Step 1); GAN: Goodfellow et al., "Generative
 Adversarial Nets", NeurIPS 2014. The skeleton's functions keep their names and signatures
 (``monitor_images``, ``monitor_losses``, ``train_main_loop``); the skeleton's figures go to
 ``imgs/generated_images.png`` and ``imgs/loss_monitoring.png``; everything else goes to the run

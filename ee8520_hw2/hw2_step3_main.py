@@ -1,7 +1,7 @@
 """EE 8520 HW2, Step 3: train the fully connected VAE of ``models/VAE.py`` on MNIST, and a
 hyperparameter study.
 
-Handout: ``shared/handouts/ee8520_hw2.md`` (Step 3); VAE: Kingma & Welling, "Auto-Encoding
+Handout: the EE 8520 HW2 handout (Step 3); VAE: Kingma & Welling, "Auto-Encoding
 Variational Bayes", ICLR 2014. The skeleton's functions keep their names and signatures
 (``loss_func``, ``plot_latent_images``, ``eval``); the skeleton's figures go to
 ``imgs/VAE_recon.png`` and ``imgs/VAE_generated.png``; everything else goes to the run folder
@@ -290,7 +290,7 @@ def run_sweep(cfg, train_x, test_split, test_x, device, evaluator) -> Path:
         h = run.history.epochs
         diverged = len(h) < sub.epochs  # stopped by a NaN; evaluated at its last good epoch
         curves[name] = ([e["epoch"] for e in h], [-e["test_neg_elbo"] for e in h])
-        readout = {f"ELBO @ ep {k}": -h[k - 1]["test_neg_elbo"] for k in (5, 10, 25) if k < len(h)}
+        readout = {f"ELBO @ ep {k}": -h[k - 1]["test_neg_elbo"] for k in (5, 10, 25) if k <= len(h)}
         rows.append({"run": name, "change": description, "lr": sub.lr, "coeff": sub.coeff,
                      "hidden": "/".join(map(str, sub.hidden_dims[:-1])), "epochs": m["epochs"],
                      "test ELBO (nats)": m["test_elbo_nats"], "recon (nats)": m["test_recon_nats"],

@@ -1,6 +1,6 @@
 """RDFIA TP2-de, part 1: DCGAN on MNIST (32x32, padded) and the practical's experiments.
 
-Handout: ``shared/handouts/rdfia_tp2.md`` (questions 1-5); architecture and defaults from the
+Handout: the RDFIA TP2 (GAN) practical (questions 1-5); architecture and defaults from the
 course's task sheet (``tp2_models.py``). Each experiment is a named run in
 ``outputs/rdfia_tp2/dcgan/<experiment>/`` with loss curves, samples over training (one row per
 epoch, fixed noise), an interpolation figure, the Frechet distance on judge features per epoch
@@ -269,6 +269,9 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
     per_epoch_fd = has_judge and cfg.n_eval_epoch > 0
     evaluator = get_evaluator() if per_epoch_fd else None
     eval_g = torch.Generator().manual_seed(99 + cfg.seed)
+    if per_epoch_fd and start:  # a resumed run skips the evaluation latents its epochs 0..start drew
+        for _ in range(start + 1):
+            sample_z(cfg.n_eval_epoch, cfg.nz, eval_g)
     if per_epoch_fd and start == 0:  # FD of the untrained generator: where the curve starts
         keep["fd"].append(evaluator.frechet(generate(G, sample_z(cfg.n_eval_epoch, cfg.nz, eval_g), device, precision)))
         keep["fd_epochs"].append(0)

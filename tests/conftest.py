@@ -33,3 +33,22 @@ def course_path():
     yield add
     for p in added:
         sys.path.remove(p)
+
+
+@pytest.fixture(scope="session")
+def sample_judge_root(tmp_path_factory):
+    """A data root with no data in it, whose cache holds a quick MNIST judge trained once per
+    session on the shipped sample (~40 s on one core): tests that need a judge share it."""
+    import torch
+
+    root = tmp_path_factory.mktemp("sample-judge-root")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a shared CPU two spin-waiting threads made this 5x slower
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("HW_DATA_ROOT", str(root))
+            from common import metrics as M
+            M.get_judge("mnist", quick=True)
+    finally:
+        torch.set_num_threads(threads)
+    return root

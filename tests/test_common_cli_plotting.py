@@ -11,6 +11,7 @@ from PIL import Image
 
 from common import plotting as P
 from common.cli import BaseConfig, make_config, parse_config
+from common.training import ConfigError
 from common.tables import markdown_table, write_table
 
 
@@ -38,8 +39,29 @@ def test_quick_flag_env_and_explicit_flags(monkeypatch):
     assert make_config(Config, digit=3).epochs == 1 and make_config(Config, digit=3).digit == 3
     monkeypatch.setenv("HW_QUICK", "0")
     assert make_config(Config).epochs == 50
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="invalid choice: 'fp8'"):  # one line, no usage text
         parse_config(Config, ["--precision", "fp8"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-size", "0"], "--batch-size must be a positive number"),
+    (["--epochs", "-1"], "--epochs must be a positive number"),
+    (["--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
+    (["--lr", "nan"], "--lr must be a positive number"),
+    (["--lr", "0"], "--lr must be a positive number"),
+    (["--device", "nosuchdevice"], "--device nosuchdevice"),
+])
+def test_bad_values_are_refused_before_anything_runs(argv, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        parse_config(Config, argv)
+    with pytest.raises(ConfigError):
+        make_config(Config, epochs=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_an_unavailable_device_is_refused():
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        parse_config(Config, ["--device", "cuda"])
 
 
 def test_threads_flag_sets_torch_threads(monkeypatch):

@@ -58,8 +58,9 @@ def test_bernoulli_nll_in_nats_and_bits():
     assert torch.equal(M.fixed_binarization(u, 1), M.fixed_binarization(u, 1))
 
 
-def test_quick_judge_and_evaluator_on_the_sample(empty_data_root):
+def test_quick_judge_and_evaluator_on_the_sample(sample_judge_root, monkeypatch):
     """A quick judge trains in seconds on the sample and already separates real from noise."""
+    monkeypatch.setenv("HW_DATA_ROOT", str(sample_judge_root))
     ev = M.Evaluator("mnist", quick=True, n_real=256)
     assert ev.judge_info["quick"] and 0.85 < ev.judge_info["test_accuracy"] <= 1.0
     from common import data as D
@@ -72,3 +73,18 @@ def test_quick_judge_and_evaluator_on_the_sample(empty_data_root):
     assert real_report["class_accuracy"] > 0.5
     for key in ("frechet_floor_train_vs_test", "judge_confidence", "class_entropy", "n_samples"):
         assert key in real_report
+
+
+def test_evaluation_draws_nothing_from_the_training_rng(sample_judge_root, monkeypatch):
+    """Building an evaluator (a judge's init) and measuring leave the global random streams as
+    they were, so a resumed run draws the same numbers wherever its evaluator is built."""
+    monkeypatch.setenv("HW_DATA_ROOT", str(sample_judge_root))
+    fake = torch.rand(32, 1, 28, 28) * 2 - 1
+    torch.manual_seed(3)
+    np.random.seed(3)
+    expected = torch.rand(3), np.random.rand(3)
+    torch.manual_seed(3)
+    np.random.seed(3)
+    ev = M.Evaluator("mnist", quick=True, n_real=64)
+    ev.report(fake)
+    assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])

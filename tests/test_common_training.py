@@ -198,3 +198,72 @@ def test_quick_runs_never_share_a_full_runs_folders(tmp_path, monkeypatch):
     assert paths.skeleton_imgs_dir(course, quick, SimpleNamespace(out_dir=None, quick=True)) == quick / "imgs"
     mine = tmp_path / "mine"
     assert paths.skeleton_imgs_dir(course, mine, SimpleNamespace(out_dir=str(mine), quick=False)) == mine / "imgs"
+
+
+def test_resume_reads_the_checkpoint_first_and_names_what_is_wrong(tmp_path):
+    model, opt = _make()
+    T.Run(tmp_path / "r", {"width": 3, "lr": 0.1}).checkpoint(1, {"model": model, "opt": opt})
+    config = (tmp_path / "r" / "config.json").read_bytes()
+    ckpt = tmp_path / "r" / "checkpoint.pt"
+    good = ckpt.read_bytes()
+
+    wide = torch.nn.Linear(3, 5)  # another architecture: --width 5
+    run = T.Run(tmp_path / "r", {"width": 5, "lr": 0.1, "resume": True})
+    with pytest.raises(T.ConfigError, match=r"checkpoint.pt does not fit .*saved with --width 3, this run has --width 5"):
+        run.resume({"model": wide, "opt": torch.optim.SGD(wide.parameters(), lr=0.1)})
+    assert (tmp_path / "r" / "config.json").read_bytes() == config
+
+    ckpt.write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(T.ConfigError, match=r"checkpoint.pt cannot be read"):
+        T.Run(tmp_path / "r", {"width": 3, "lr": 0.1, "resume": True})
+    assert (tmp_path / "r" / "config.json").read_bytes() == config and ckpt.read_bytes() == good[: len(good) // 2]
+
+
+def test_a_learning_rate_given_with_resume_takes_effect(tmp_path):
+    model, opt = _make()
+    sched = T.step_decay(opt, step_size=2, gamma=0.5)
+    for _ in range(3):
+        opt.step()
+        sched.step()  # lr 0.1 -> 0.05 after two steps
+    T.Run(tmp_path / "lr", {"lr": 0.1}).checkpoint(1, {"model": model, "opt": opt, "sched": sched})
+
+    model2, opt2 = _make()  # the new run builds its optimizer with --lr 0.01
+    for g in opt2.param_groups:
+        g["lr"] = 0.01
+    sched2 = T.step_decay(opt2, step_size=2, gamma=0.5)
+    T.Run(tmp_path / "lr", {"lr": 0.01, "resume": True}).resume({"model": model2, "opt": opt2, "sched": sched2})
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.005)  # the schedule goes on, at the new scale
+    assert sched2.base_lrs == [pytest.approx(0.01)]
+    sched2.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.0025)
+
+    model3, opt3 = _make()  # same lr: the optimizer continues exactly as saved
+    sched3 = T.step_decay(opt3, step_size=2, gamma=0.5)
+    T.Run(tmp_path / "lr", {"lr": 0.1, "resume": True}).resume({"model": model3, "opt": opt3, "sched": sched3})
+    assert opt3.param_groups[0]["lr"] == 0.05
+
+
+def test_diverged_weights_stop_the_run_before_the_checkpoint(tmp_path):
+    model, opt = _make()
+    run = T.Run(tmp_path / "w", {"lr": 0.1, "precision": "fp32"})
+    run.checkpoint(1, {"model": model, "opt": opt})
+    good = (tmp_path / "w" / "checkpoint.pt").read_bytes()
+    with torch.no_grad():
+        model.weight[0, 0] = 1e7
+    with pytest.raises(T.NonFiniteLoss, match=r"weights of model \(weight\) became as large as 1e\+07") as err:
+        run.checkpoint(2, {"model": model, "opt": opt})
+    assert "--precision" not in str(err.value) and "Lower --lr" in str(err.value)
+    assert (tmp_path / "w" / "checkpoint.pt").read_bytes() == good
+    with pytest.raises(T.NonFiniteLoss, match="diverged"):
+        T.check_finite("here", None, loss=3e9)
+
+
+def test_a_quick_run_under_outputs_gets_its_own_folder(tmp_path, monkeypatch):
+    from common import paths
+    monkeypatch.setattr(paths, "OUTPUTS", tmp_path / "outputs")
+    full = tmp_path / "outputs" / "c" / "p" / "default"
+    assert paths.quick_folder(full, True) == full.with_name("default_quick")
+    assert paths.quick_folder(full, False) == full
+    assert paths.quick_folder(full, True, out_dir=str(full)) == full  # --out-dir is taken as given
+    assert paths.quick_folder(tmp_path / "outputs" / "c" / "p_quick" / "x", True).name == "x"
+    assert T.Run(full, {"quick": True}).dir == full.with_name("default_quick")
