@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from .courses import courses as known_courses
-from .paths import OUTPUTS
+from .paths import OUTPUTS, shown
 from .report import _stamp, fmt_value, is_run_folder, read_table, table_html
 
 MAX_KEYS = 40
@@ -145,7 +145,7 @@ def build_gallery(outputs: Path | None = None, out: Path | None = None) -> Path:
                    f'<body><h1>Results gallery</h1><p class="note">Built {stamp} from <code>{_html.escape(str(outputs))}</code>. '
                    f'The newest run of each part is open; older runs are folded.</p><nav>{"".join(nav)}</nav>'
                    f'{"".join(sections)}</body></html>\n')
-    print(f"wrote {out}")
+    print(f"wrote {shown(out)}")
     return out
 
 

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .paths import quick_folder, shown
+
 
 class NonFiniteLoss(RuntimeError):
     """A loss or a weight became NaN, infinite or diverged; the message says where, which
@@ -316,7 +318,6 @@ def save_checkpoint(path: Path, objects: dict, **extra) -> None:
 def read_checkpoint(path: Path, map_location="cpu") -> dict:
     """``torch.load`` a checkpoint written by :func:`save_checkpoint`; an unreadable (truncated,
     corrupt) or foreign file raises :class:`ConfigError` naming it."""
-    from .paths import shown
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # noqa: BLE001 - pickle, zip and OS errors all mean the same here
@@ -403,7 +404,6 @@ class Run:
     """
 
     def __init__(self, folder: Path, config: dict):
-        from .paths import quick_folder
         self.config = dict(config)
         self.dir = quick_folder(Path(folder), bool(self.config.get("quick")), self.config.get("out_dir"))
         self.history = History()
@@ -468,7 +468,7 @@ class Run:
         if self._pending is None and self.ckpt_path.exists():
             self._pending = read_checkpoint(self.ckpt_path)
         if self._pending is None:
-            print(f"[resume] no checkpoint in {self.dir}: starting from scratch")
+            print(f"[resume] no checkpoint in {shown(self.dir)}: starting from scratch")
             self._write_config()
             return 0
         ckpt, self._pending = self._pending, None
@@ -495,7 +495,6 @@ class Run:
         return ckpt["epoch"]
 
     def _mismatch(self, ckpt: dict, key: str, exc: Exception) -> str:
-        from .paths import shown
         old = ckpt.get("config") or {}
         ignore = {"resume", "epochs", "threads", "device", "out_dir", "data_root", "quick", "name"}
         # flags of evaluation and figures never change a state dict: leave them out of the message

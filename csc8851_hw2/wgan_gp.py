@@ -26,7 +26,7 @@ import torch.nn as nn
 from common import data as D
 from common.cli import BaseConfig, parse_config, run_main
 from common.metrics import Evaluator
-from common.paths import run_dir
+from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
 from common.training import (EpochSamples, Run, adam, autocast, ema_update, get_device, gradient_penalty, make_ema,
@@ -517,7 +517,7 @@ def finish(res: Result, log=print, paths: dict | None = None) -> dict:
         "figures": sorted(p.name for p in res.run.dir.glob("*.png")),
     })
     res.run.write_metrics(metrics)
-    log(f"[wgan-gp] wrote {len(metrics['figures'])} figures, tables and metrics.json to {res.run.dir}")
+    log(f"[wgan-gp] wrote {len(metrics['figures'])} figures, tables and metrics.json to {shown(res.run.dir)}")
     return {**metrics, "paths": paths}
 
 

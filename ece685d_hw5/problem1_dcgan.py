@@ -25,7 +25,7 @@ import torch
 from common.cli import BaseConfig, parse_config, run_main
 from common.data import TensorLoader, images, load_split, stratified_subset
 from common.metrics import Evaluator
-from common.paths import run_dir
+from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
 from common.training import EpochSamples, Run, adam, autocast, get_device, progress, resolve_precision, seed_everything
@@ -169,7 +169,7 @@ def main(argv=None) -> None:
     print(f"[problem 1.1] Frechet distance {report['frechet_distance']:.2f} "
           f"(floor {report['frechet_floor_train_vs_test']:.2f}), class entropy {report['class_entropy']:.3f} "
           f"of {report['class_entropy_max']:.3f}")
-    print(f"[problem 1] outputs in {run.dir}")
+    print(f"[problem 1] outputs in {shown(run.dir)}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from sklearn.decomposition import PCA
 
 from common.cli import BaseConfig, parse_config, run_main
 from common.data import DataError, TensorLoader, images, load_split
-from common.paths import run_dir
+from common.paths import run_dir, shown
 from common.plotting import plot_curves, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
 from common.training import Run, adam, get_device, seed_everything
@@ -153,7 +153,7 @@ def main(argv=None):
     title = train.info.title + (f" ({train.source} data)" if train.source != "full" else "")
     top = Run(folder, {**cfg.to_dict(), "data_source": train.source, "n_train": len(train), "n_test": len(test),
                        "standardize_mean": standardizer.mean, "standardize_std": standardizer.std})
-    print(f"{title}: {len(train)} train / {len(test)} test images -> {folder}")
+    print(f"{title}: {len(train)} train / {len(test)} test images -> {shown(folder)}")
 
     # The same originals in every figure; shown standardized with the train-set statistics.
     g = torch.Generator().manual_seed(cfg.seed)
@@ -222,7 +222,7 @@ def main(argv=None):
                        "standardize": cfg.standardize, "mean": standardizer.mean, "std": standardizer.std,
                        "mean_image_mse_unit": mean_image_mse, "per_M": per_m})
     print(table.read_text())
-    print(f"figures, table and metrics in {folder}")
+    print(f"figures, table and metrics in {shown(folder)}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from sklearn.manifold import TSNE
 from common.cli import BaseConfig, parse_config, run_main
 from common.data import TensorLoader, images, load_split, one_hot, stratified_subset, train_val_split
 from common.metrics import Evaluator
-from common.paths import run_dir
+from common.paths import run_dir, shown
 from common.plotting import plot_embeddings, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
 from common.training import Run, adam, get_device, seed_everything
@@ -203,7 +203,7 @@ def main(argv=None):
                               "best-validation weights")
     top.write_metrics({**metrics, "n_tsne": len(tsne_idx), "data_source": train.source})
     print(table.read_text())
-    print(f"figures, tables and metrics in {folder}")
+    print(f"figures, tables and metrics in {shown(folder)}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import torch.nn as nn
 from common.cli import BaseConfig, parse_config, run_main
 from common.data import TensorLoader, images, load_split
 from common.metrics import Evaluator
-from common.paths import run_dir, skeleton_imgs_dir
+from common.paths import run_dir, shown, skeleton_imgs_dir
 from common.plotting import plot_panels, save_grid
 from common.tables import write_table
 from common.training import Run, adam, get_device, progress, seed_everything
@@ -270,7 +270,7 @@ def train_one(cfg: Step1Config, folder: Path, train_x: torch.Tensor, device, eva
                "train_seconds_this_call": round(train_seconds, 1), "device": str(device), **report}
     run.write_metrics(summary)
     if report:
-        print(f"[step1] {folder}: Frechet {report['frechet_distance']:.2f} (floor {report['frechet_floor_train_vs_test']:.2f}), "
+        print(f"[step1] {shown(folder)}: Frechet {report['frechet_distance']:.2f} (floor {report['frechet_floor_train_vs_test']:.2f}), "
               f"class entropy {report['class_entropy']:.3f} / {report['class_entropy_max']:.3f}")
     return {**summary, "noise_samples": snapshots.images[-1].float(), "epoch_curves": h.epochs}
 
@@ -339,7 +339,7 @@ def main(argv=None) -> None:
     folder = run_dir("ee8520", "step1", "gan", cfg.out_dir, quick=cfg.quick)
     imgs = skeleton_imgs_dir(COURSE_DIR, folder, cfg)
     train_one(cfg, folder, train_x, device, evaluator, imgs)
-    print(f"[step1] figures in {imgs} and {folder}")
+    print(f"[step1] figures in {shown(imgs)} and {shown(folder)}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import torch.nn as nn  # noqa: E402
 from common import data as D  # noqa: E402
 from common.cli import BaseConfig, parse_config, run_main  # noqa: E402
 from common.metrics import Evaluator, fixed_binarization, nats_to_bits_per_dim  # noqa: E402
-from common.paths import run_dir, skeleton_imgs_dir  # noqa: E402
+from common.paths import run_dir, shown, skeleton_imgs_dir  # noqa: E402
 from common.plotting import grid_image, plot_bars, plot_panels, save_grid  # noqa: E402
 from common.tables import write_table  # noqa: E402
 from common.training import Run, adam, autocast, get_device, progress, resolve_precision, seed_everything  # noqa: E402
@@ -283,7 +283,7 @@ def main(argv=None):
     write_table(rows, out / "pixelcnn_results", title=f"PixelCNN on {cfg.binarize}-binarized MNIST")
     run.write_metrics(metrics)
     print(f"[step2] conditional samples: judge class accuracy {metrics['conditional']['class_accuracy']:.3f}")
-    print(f"[step2] figures and metrics in {out}; skeleton grid {imgs / 'pixelcnn_generated.png'}")
+    print(f"[step2] figures and metrics in {shown(out)}; skeleton grid {shown(imgs / 'pixelcnn_generated.png')}")
 
 
 if __name__ == "__main__":

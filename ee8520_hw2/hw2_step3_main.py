@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from common.cli import BaseConfig, parse_config, run_main
 from common.data import TensorLoader, images, load_split
 from common.metrics import Evaluator
-from common.paths import run_dir, skeleton_imgs_dir
+from common.paths import run_dir, shown, skeleton_imgs_dir
 from common.plotting import plot_embeddings, plot_latent_grid, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
 from common.training import NonFiniteLoss, Run, adam, get_device, load_checkpoint, progress, seed_everything
@@ -269,7 +269,7 @@ def finish_run(cfg, model, run, test_split, test_x, device, evaluator, imgs_dir:
     run.write_metrics(metrics)
     judged = (f"; prior samples Frechet {report['frechet_distance']:.2f} (floor {report['frechet_floor_train_vs_test']:.2f})"
               if report else "")
-    print(f"[step3] {run.dir}: test ELBO {test['elbo']:.2f} nats (recon {test['recon']:.2f}, KL {test['kl']:.2f}){judged}")
+    print(f"[step3] {shown(run.dir)}: test ELBO {test['elbo']:.2f} nats (recon {test['recon']:.2f}, KL {test['kl']:.2f}){judged}")
     return metrics
 
 
@@ -328,7 +328,7 @@ def main(argv=None) -> None:
     imgs = skeleton_imgs_dir(COURSE_DIR, folder, cfg)
     model, run = train_vae(cfg, folder, train_x, test_x, device)
     finish_run(cfg, model, run, test, test_x, device, evaluator, imgs)
-    print(f"[step3] figures in {imgs} and {run.dir}")
+    print(f"[step3] figures in {shown(imgs)} and {shown(run.dir)}")
 
 
 if __name__ == "__main__":

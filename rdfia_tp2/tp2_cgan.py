@@ -166,7 +166,7 @@ def main(argv=None) -> dict:
                **report, "grid_class_accuracy_per_row": grid_acc}
     run.write_metrics(metrics)
     md = compare_with_unconditional(cfg, metrics, folder)
-    print(f"[cgan] wrote {folder}: FD {report['frechet_distance']:.2f} (floor {report['frechet_floor_train_vs_test']:.2f}), "
+    print(f"[cgan] wrote {shown(folder)}: FD {report['frechet_distance']:.2f} (floor {report['frechet_floor_train_vs_test']:.2f}), "
           f"class accuracy {report['class_accuracy']:.3f}; {md.name}")
     return metrics
 

@@ -25,7 +25,7 @@ import torch
 from common import data as D
 from common.cli import BaseConfig, parse_config, run_main
 from common.metrics import Evaluator
-from common.paths import run_dir
+from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_curves, plot_panels, save_grid
 from common.tables import write_table
 from common.training import Run, adam, autocast, get_device, progress, resolve_precision, seed_everything
@@ -321,7 +321,7 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
         metrics.update({"frechet_distance": None,
                         "frechet_note": f"n/a: no judge classifier exists for {info.title}"})
     run.write_metrics(metrics)
-    print(f"[{name}] wrote {folder}" + (f" (FD {metrics['frechet_distance']:.2f}, floor "
+    print(f"[{name}] wrote {shown(folder)}" + (f" (FD {metrics['frechet_distance']:.2f}, floor "
                                         f"{metrics['frechet_floor_train_vs_test']:.2f})" if evaluator else ""))
     return metrics
 
@@ -371,7 +371,7 @@ def write_comparison(parent: Path, names: list[str], skipped: dict[str, str]) ->
                     xlabel="epoch", ylabels={"discriminator loss": "mean D loss (BCE)",
                                              "generator loss": "mean G loss"}, ncols=2)
     md = write_table(rows, out / "comparison", columns=COMPARE_COLUMNS, title="DCGAN experiments")
-    print(f"[comparison] wrote {md}")
+    print(f"[comparison] wrote {shown(md)}")
     return md
 
 
