@@ -129,7 +129,7 @@ def reference_loader(root, batch_size: int):
 
 
 def bench(name: str, cfg, root, split, x, device, precision: str, cond: bool, batches: int, warmup: int,
-          block: int, peak: PeakMeter) -> dict:
+          block: int) -> dict:
     """Time the reference, (for the DCGAN) the reference with flushed denormals, and ours on
     ``batches`` batches each in interleaved blocks; print the table and the share of peak."""
     n_epoch_batches = math.ceil(len(split) / cfg.batch_size)
@@ -152,6 +152,7 @@ def bench(name: str, cfg, root, split, x, device, precision: str, cond: bool, ba
     # Interleaved blocks, so a busy shared CPU slows every loop alike; the peak is sampled between them.
     block = max(1, min(block, batches))
     done = 0
+    peak = PeakMeter(precision)  # this model's rounds only: the load changes between the two models
     peak.sample()
     while done < batches:
         n = min(block, batches - done)
@@ -182,14 +183,13 @@ def main(argv=None) -> dict:
     device = get_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     x = D.images(split, "tanh", size=32, device=device).contiguous(memory_format=torch.channels_last)
-    peak = PeakMeter(precision)
     result = {"batch_size": cfg.batch_size, "precision_ours": precision, "threads": torch.get_num_threads(),
               "quick": cfg.quick}
     if cfg.cgan_batches:
         result["cgan"] = bench("cgan epoch", cfg, root, split, x, device, precision, True, cfg.cgan_batches,
-                               min(1, cfg.warmup), 5, peak)
+                               min(1, cfg.warmup), 5)
     result["dcgan"] = bench("dcgan epoch", cfg, root, split, x, device, precision, False, cfg.batches,
-                            cfg.warmup, 10, peak)
+                            cfg.warmup, 10)
     result["speedup"] = result["dcgan"]["speedup"]
     folder = run_dir("rdfia_tp2", "bench", "dcgan_epoch", cfg.out_dir)
     rows = [{"model": m, **r} for m in ("cgan", "dcgan") if m in result for r in result[m]["rows"]]
