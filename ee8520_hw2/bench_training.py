@@ -134,7 +134,11 @@ def main(argv=None):
         peak.sample()
     print("\nmedian time per training step (GFLOP/s; share of the one-thread matmul peak in its precision):")
     med = {v.name: statistics.median(v.times) for v in variants}
-    flops = {v.name: v.flops(batches[0], device) for v in variants}
+    by_impl: dict[str, int] = {}  # precision and memory format do not change what FlopCounterMode counts
+    for v in variants:
+        if v.impl not in by_impl:
+            by_impl[v.impl] = v.flops(batches[0], device)
+    flops = {v.name: by_impl[v.impl] for v in variants}
     for v in variants:
         achieved, share = share_of_peak(flops[v.name], med[v.name], v.precision, peak)
         print(f"  {v.name:<44} {med[v.name]:.3f} s  ({med[base.name] / med[v.name]:.2f}x)  "

@@ -48,7 +48,7 @@ N_CLASSES = 10
 @dataclass
 class BenchConfig(BaseConfig):
     batches: int = field(default=40, metadata={"help": "timed DCGAN batches per loop (after warm-up)"})
-    cgan_batches: int = field(default=10, metadata={
+    cgan_batches: int = field(default=6, metadata={
         "help": "timed conditional DCGAN batches per loop (0: skip it; its reference step takes seconds)"})
     warmup: int = field(default=3, metadata={"help": "untimed batches per loop"})
     QUICK: typing.ClassVar[dict] = {"batches": 4, "cgan_batches": 1, "warmup": 1, "batch_size": 32}
@@ -187,7 +187,7 @@ def main(argv=None) -> dict:
               "quick": cfg.quick}
     if cfg.cgan_batches:
         result["cgan"] = bench("cgan epoch", cfg, root, split, x, device, precision, True, cfg.cgan_batches,
-                               min(1, cfg.warmup), 5)
+                               min(1, cfg.warmup), 3)
     result["dcgan"] = bench("dcgan epoch", cfg, root, split, x, device, precision, False, cfg.batches,
                             cfg.warmup, 10)
     result["speedup"] = result["dcgan"]["speedup"]
