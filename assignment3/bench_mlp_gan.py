@@ -13,7 +13,10 @@ reference-style loop, timed side by side on the same number of batches.
 Both use the same Generator/Discriminator, Adam, BCE and batch size. Each is timed on ``--batches``
 batches after ``--warmup`` untimed ones, in alternating rounds (so a load change on a shared machine
 hits both), and the per-batch time is extrapolated to an epoch of 469 batches. The last line is
-``mlp gan epoch speedup: <ratio>x``.
+``mlp gan epoch speedup: <ratio>x``; before it, ``mlp gan epoch share of peak: <percent>%``: the
+FLOPs of one of our steps (``FlopCounterMode``, forward and backward) over our time per batch,
+against the one-thread matmul peak in our precision sampled between the rounds (``common.bench``).
+An MLP this small is bound by per-op overhead, not by FLOPs, so its share is low.
 
     python bench_mlp_gan.py                # about a minute on an idle 2-core CPU
 """
@@ -28,6 +31,7 @@ import torch.nn as nn
 
 import mlp_gan as M
 from common import data as D
+from common.bench import PeakMeter, count_step_flops, print_share
 from common.cli import run_main
 from common.data import DataError
 from common.paths import data_root
@@ -142,6 +146,8 @@ def main(argv=None) -> float:
     per_round = max(1, args.batches // args.rounds)
     ref_state, our_state, other_state, comp_state = {}, {}, {}, {}
     t_ref = t_ours = t_other = c_ref = c_ours = c_other = t_comp = 0.0
+    peak = PeakMeter(precision)
+    peak.sample()
     for r in range(args.rounds):
         w, c = time_reference(root, args.batch_size, per_round, args.warmup, ref_state)
         t_ref, c_ref = t_ref + w, c_ref + c
@@ -152,6 +158,7 @@ def main(argv=None) -> float:
             t_other, c_other = t_other + w, c_other + c
         if args.compile:
             t_comp += time_ours(root, args.batch_size, per_round, args.warmup, comp_state, precision, compiled=True)[0]
+        peak.sample()
         print(f"round {r + 1}/{args.rounds}: reference {t_ref:.2f} s, ours ({precision}) {t_ours:.2f} s"
               + (f", ours {other} {t_other:.2f} s" if args.other_precision else "") + " (cumulative)", flush=True)
     n = per_round * args.rounds
@@ -175,6 +182,11 @@ def main(argv=None) -> float:
         print(f"ours with torch.compile (G and D): {t_comp / n * 1000:.1f} ms/batch, {comp_epoch:.1f} s/epoch, "
               f"plus {compile_s:.1f} s of compilation: one epoch {comp_epoch + compile_s:.1f} s vs {our_epoch:.1f} s "
               f"eager, 30 epochs {(30 * comp_epoch + compile_s) / 60:.1f} vs {30 * our_epoch / 60:.1f} min")
+    real = next(iter(our_state["loader"]))[0]
+    flops = count_step_flops(lambda G, Dn, opt_G, opt_D, crit: M.train_step(G, Dn, opt_G, opt_D, crit, real,
+                                                                            precision=precision),
+                             *our_state["models"])
+    print_share("mlp gan epoch", flops, t_ours / n, precision, peak, what="batch")
     ratio = ref_epoch / our_epoch
     print(f"mlp gan epoch speedup: {ratio:.2f}x")
     return ratio

@@ -3,32 +3,149 @@
     python -m common.bench data   # in-memory batches vs torchvision's DataLoader (make bench-data)
     python -m common.bench all    # every benchmark (make bench) -> outputs/bench/results.md
 
-Each benchmark prints as its last line ``<name> speedup: <ratio>x``. The course benchmarks live
-beside their models (``<course>/bench_*.py``); this module runs them and collects those lines.
+Each benchmark prints ``<name> speedup: <ratio>x`` (a script's last line is one) and, for a training loop,
+``<name> share of peak: <percent>%`` before it: the loop's achieved GFLOP/s over the CPU's
+matmul peak in the loop's precision, both measured in the same process (``count_flops``,
+``PeakMeter``, ``print_share``). The course benchmarks live beside their models
+(``<course>/bench_*.py``); this module runs them and collects those lines.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import re
+import statistics
 import subprocess
 import sys
 import time
+from typing import Any, Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from . import data as D
 from .cli import run_main
 from .paths import OUTPUTS, ROOT, data_root
 
-# name, course folder, script, target ratio
+# course folder, script, {benchmark name it prints: target ratio}
 COURSE_BENCHMARKS = [
-    ("pixelcnn training", "ee8520_hw2", "bench_training.py", 2.5),
-    ("pixelcnn sampling", "ee8520_hw2", "bench_sampling.py", 10.0),
-    ("mlp gan epoch", "assignment3", "bench_mlp_gan.py", 2.0),
-    ("dcgan epoch", "rdfia_tp2", "bench_dcgan.py", 2.0),
-    ("wgan-gp epoch", "csc8851_hw2", "bench_wgan_gp.py", 2.0),
+    ("ee8520_hw2", "bench_training.py", {"pixelcnn training": 2.5}),
+    ("ee8520_hw2", "bench_sampling.py", {"pixelcnn sampling": 10.0}),
+    ("assignment3", "bench_mlp_gan.py", {"mlp gan epoch": 2.0}),
+    ("rdfia_tp2", "bench_dcgan.py", {"cgan epoch": 2.0, "dcgan epoch": 2.0}),
+    ("csc8851_hw2", "bench_wgan_gp.py", {"wgan-gp epoch": 2.0}),
 ]
 LINE = re.compile(r"^(?P<name>[a-z0-9 -]+) speedup: (?P<ratio>[0-9.]+)x\s*$")
+SHARE_LINE = re.compile(r"^(?P<name>[a-z0-9 -]+) share of peak: (?P<percent>[0-9.]+)%\s*$")
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PEAK_N = 2048  # the peak is an N x N by N x N matmul
+
+
+# --------------------------------------------------------------------------------------------
+# Share of peak: FLOPs of one training step over the matmul peak, both measured in this process
+
+
+class _TotalsOnly:
+    """Stands in for FlopCounterMode's ModuleTracker, which attributes FLOPs to modules through
+    autograd hooks that ``torch.autograd.grad`` rejects (a gradient penalty fails with "A leaf
+    node was passed to _will_engine_execute_node"); the total needs no attribution."""
+    parents = ("Global",)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def count_flops(step: Callable[[], Any]) -> int:
+    """FLOPs of one call of ``step``, counted by ``torch.utils.flop_counter.FlopCounterMode``.
+
+    It counts the matrix products and convolutions that run, forward and backward (a multiply-add
+    is 2 FLOPs; a backward counts only the input/weight gradients it computes; a double backward
+    is counted too); elementwise ops, normalization and the optimizer's update count nothing, so an
+    optimizer step adds 0."""
+    counter = FlopCounterMode(display=False)
+    if hasattr(counter, "mod_tracker"):
+        counter.mod_tracker = _TotalsOnly()
+    with counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+def count_step_flops(step: Callable[..., Any], *state) -> int:
+    """FLOPs of ``step(*copies)`` run on deep copies of ``state`` (models, optimizers, ...), so
+    that counting does not move the benchmarked loop on by a step. The objects are copied
+    together, so an optimizer's copy points at its model's copied parameters."""
+    copies = copy.deepcopy(state)
+    return count_flops(lambda: step(*copies))
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = PEAK_N, repeats: int = 3) -> float:
+    """GFLOP/s of an ``n x n`` by ``n x n`` matmul in ``dtype`` on one thread (best of ``repeats``,
+    after one untimed product), restoring the thread count afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        a = torch.randn(n, n, generator=gen).to(dtype)
+        b = torch.randn(n, n, generator=gen).to(dtype)
+        a @ b
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return 2 * n ** 3 / best / 1e9
+
+
+class PeakMeter:
+    """The CPU's matmul GFLOP/s per precision, one thread, sampled between a benchmark's timing
+    rounds (call ``sample`` after each): ``gflops`` is the median of the samples, so that the peak
+    and the loop, timed alternately, see the same load from other processes (the best sample
+    alone, ``best``, would pit an idle moment's peak against a loop timed under load)."""
+
+    def __init__(self, *precisions: str):
+        self.precisions = precisions
+        self.samples: dict[str, list[float]] = {}
+
+    def sample(self) -> None:
+        for p in self.precisions:
+            self.samples.setdefault(p, []).append(matmul_gflops(PRECISION_DTYPES[p]))
+
+    def gflops(self, precision: str) -> float:
+        if precision not in self.samples:
+            self.precisions = tuple(dict.fromkeys((*self.precisions, precision)))
+            self.sample()
+        return statistics.median(self.samples[precision])
+
+    def best(self, precision: str) -> float:
+        self.gflops(precision)
+        return max(self.samples[precision])
+
+
+def share_of_peak(flops: float, seconds: float, precision: str, peak: PeakMeter,
+                  threads: int | None = None) -> tuple[float, float]:
+    """(achieved GFLOP/s, its share of ``threads`` x the one-thread matmul peak in ``precision``)."""
+    threads = threads or torch.get_num_threads()
+    achieved = flops / seconds / 1e9
+    return achieved, achieved / (peak.gflops(precision) * threads)
+
+
+def print_share(name: str, flops: float, seconds: float, precision: str, peak: PeakMeter,
+                what: str = "step") -> float:
+    """Print the loop's FLOPs, time and GFLOP/s, then ``<name> share of peak: <percent>%``;
+    returns the share (0..1)."""
+    threads = torch.get_num_threads()
+    achieved, share = share_of_peak(flops, seconds, precision, peak, threads)
+    print(f"{name}: {flops / 1e9:.2f} GFLOP per {what} (FlopCounterMode: forward + backward, optimizer "
+          f"counts 0) in {seconds * 1000:.1f} ms = {achieved:.1f} GFLOP/s; {precision} {PEAK_N} x {PEAK_N} matmul "
+          f"{peak.gflops(precision):.1f} GFLOP/s per thread (median of {len(peak.samples[precision])} samples "
+          f"between the rounds; best {peak.best(precision):.1f}), {threads} thread(s)")
+    print(f"{name} share of peak: {100 * share:.1f}%")
+    return share
 
 
 def bench_data(root=None, batch_size: int = 128, repeats: int = 3) -> float:
@@ -64,16 +181,28 @@ def bench_data(root=None, batch_size: int = 128, repeats: int = 3) -> float:
     return ratio
 
 
-def run_course_benchmark(folder: str, script: str) -> tuple[float | None, str]:
+def parse_summary(stdout: str) -> dict[str, dict[str, float]]:
+    """``{name: {"ratio": x, "share": fraction}}`` from a benchmark's speedup and share lines."""
+    out: dict[str, dict[str, float]] = {}
+    for line in stdout.splitlines():
+        if m := LINE.match(line.strip()):
+            out.setdefault(m["name"], {})["ratio"] = float(m["ratio"])
+        elif m := SHARE_LINE.match(line.strip()):
+            out.setdefault(m["name"], {})["share"] = float(m["percent"]) / 100
+    return out
+
+
+def run_course_benchmark(folder: str, script: str) -> tuple[dict[str, dict[str, float]], str]:
+    """Run ``<folder>/<script>``; its parsed summary lines and '' or a one-line problem."""
     path = ROOT / folder / script
     if not path.exists():
-        return None, f"{folder}/{script} is missing"
+        return {}, f"{folder}/{script} is missing"
     proc = subprocess.run([sys.executable, script], cwd=ROOT / folder, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
     print(proc.stdout, end="")
     if proc.returncode != 0 or not lines or not LINE.match(lines[-1]):
-        return None, f"failed (exit {proc.returncode}): {(proc.stderr.strip().splitlines() or ['no output'])[-1]}"
-    return float(LINE.match(lines[-1])["ratio"]), ""
+        return {}, f"failed (exit {proc.returncode}): {(proc.stderr.strip().splitlines() or ['no output'])[-1]}"
+    return parse_summary(proc.stdout), ""
 
 
 def main(argv=None) -> None:
@@ -84,22 +213,34 @@ def main(argv=None) -> None:
     if args.which == "data":
         bench_data(args.data_root)
         return
-    rows = [("data loader", bench_data(args.data_root), 10.0, "")]
-    for name, folder, script, target in COURSE_BENCHMARKS:
-        print(f"\n== {name} ({folder}/{script})", flush=True)
-        ratio, problem = run_course_benchmark(folder, script)
-        rows.append((name, ratio, target, problem))
+    start = time.perf_counter()
+    rows = [("data loader", bench_data(args.data_root), None, 10.0, "")]
+    for folder, script, targets in COURSE_BENCHMARKS:
+        print(f"\n== {', '.join(targets)} ({folder}/{script})", flush=True)
+        found, problem = run_course_benchmark(folder, script)
+        for name, target in targets.items():
+            got = found.get(name, {})
+            rows.append((name, got.get("ratio"), got.get("share"), target,
+                         problem or ("" if "ratio" in got else "no speedup line")))
+    peak = PeakMeter("fp32", "bf16")
+    for _ in range(3):
+        peak.sample()
     out = OUTPUTS / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    lines = ["# Benchmarks", "", f"Machine: {torch.get_num_threads()} threads, torch {torch.__version__}.", "",
-             "| benchmark | speedup | target | met |", "|---|---|---|---|"]
-    for name, ratio, target, problem in rows:
-        shown = f"{ratio:.1f}x" if ratio is not None else problem
-        lines.append(f"| {name} | {shown} | {target:g}x | {'yes' if ratio and ratio >= target else 'no'} |")
+    lines = ["# Benchmarks", "", f"Machine: {torch.get_num_threads()} threads, torch {torch.__version__}; "
+             f"one-thread matmul peak at the end {peak.best('fp32'):.0f} GFLOP/s fp32, {peak.best('bf16'):.0f} "
+             f"GFLOP/s bf16 (best of 3). Total {time.perf_counter() - start:.0f} s.", "",
+             "| benchmark | speedup | share of peak | target | met |", "|---|---|---|---|---|"]
+    for name, ratio, share, target, problem in rows:
+        shown = f"{ratio:.2f}x" if ratio is not None else problem
+        lines.append(f"| {name} | {shown} | {'' if share is None else f'{100 * share:.1f}%'} | {target:g}x "
+                     f"| {'yes' if ratio and ratio >= target else 'no'} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    print(f"\nwrote {out / 'results.md'}")
-    for name, ratio, target, problem in rows:
-        print(f"{name} speedup: {ratio:.1f}x" if ratio is not None else f"{name}: {problem}")
+    print(f"\nwrote {out / 'results.md'}; make bench total: {time.perf_counter() - start:.0f} s")
+    for name, ratio, share, target, problem in rows:
+        if share is not None:
+            print(f"{name} share of peak: {100 * share:.1f}%")
+        print(f"{name} speedup: {ratio:.2f}x" if ratio is not None else f"{name}: {problem}")
 
 
 if __name__ == "__main__":

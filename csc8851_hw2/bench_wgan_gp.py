@@ -17,7 +17,13 @@ alternating chunks so that load from other processes hits both alike, then extra
 critic steps each and reports the judge's Frechet distance and class accuracy of both generators:
 the evidence behind ``auto`` choosing bf16 (see README).
 
-The last line is ``wgan-gp epoch speedup: <ratio>x`` (``make bench`` collects it).
+Share of peak (issue 20, ``common.bench``): the FLOPs of our loop per batch (``FlopCounterMode``
+on one ``critic_step`` plus one ``generator_step`` / n_critic, forward and backward, the gradient
+penalty's double backward included) over our time per batch, against the one-thread matmul peak in
+our precision, sampled between the chunks in this process.
+
+The last lines are ``wgan-gp epoch share of peak: <percent>%`` and
+``wgan-gp epoch speedup: <ratio>x`` (``make bench`` collects them).
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ if str(HERE) not in sys.path:
 
 import wgan_gp as W  # noqa: E402
 from common import data as D  # noqa: E402
+from common.bench import PeakMeter, count_step_flops, print_share  # noqa: E402
 from common.cli import run_main  # noqa: E402
 from common.paths import data_root, run_dir  # noqa: E402
 from common.training import adam, get_device, resolve_precision, seed_everything  # noqa: E402
@@ -89,6 +96,17 @@ class Side:
         else:
             self.batches = 0
 
+    def flops_per_batch(self) -> float:
+        """FLOPs of one critic step plus 1/n_critic of a generator step, on copies of the models."""
+        x, y = next(iter(self.loader))
+        x, y = x.to(self.device).contiguous(memory_format=self.fmt), y.to(self.device)
+        state = (self.G, self.G_ema, self.D, self.opt_G, self.opt_D)
+        critic = count_step_flops(lambda G, G_ema, D, opt_G, opt_D: W.critic_step(
+            G, D, opt_D, x, y, self.cfg, self.device, self.precision), *state)
+        gen = count_step_flops(lambda G, G_ema, D, opt_G, opt_D: W.generator_step(
+            G, G_ema, D, opt_G, y, self.cfg, self.device, self.precision), *state)
+        return critic + gen / self.cfg.n_critic
+
 
 def speed(args, cfg, device, precision) -> dict:
     root = data_root(args.data_root)
@@ -107,12 +125,15 @@ def speed(args, cfg, device, precision) -> dict:
         sides.append(Side(f"ours_{other}", models, loader2, cfg, device, other, True, fmt))
     for side in sides:
         side.run(cfg.n_critic, timed=False)  # warm-up (allocator, oneDNN kernels)
+    peak = PeakMeter(precision)
+    peak.sample()
     done = 0
     while done < args.batches:  # alternate chunks so both sides share the same background load
         n = min(args.chunk, args.batches - done)
         for side in sides:
             side.run(n)
         done += n
+        peak.sample()
         print(f"  {done}/{args.batches} batches: " + ", ".join(f"{s.name} {s.seconds:.1f}s" for s in sides), flush=True)
     per_epoch = len(ours_loader)
     out = {"batches_timed": args.batches, "batches_per_epoch": per_epoch, "n_critic": cfg.n_critic,
@@ -121,6 +142,8 @@ def speed(args, cfg, device, precision) -> dict:
         out[side.name] = {"seconds": round(side.seconds, 3), "s_per_batch": side.seconds / args.batches,
                           "epoch_seconds_extrapolated": round(side.seconds / args.batches * per_epoch, 1)}
     out["speedup"] = ref.seconds / ours.seconds
+    out["flops_per_batch"] = ours.flops_per_batch()
+    out["peak_gflops_per_thread"] = peak.gflops(precision)
     print(f"reference-style (DataLoader + PIL Pad/ToTensor/Normalize, fp32, denormals kept): "
           f"{out['reference']['s_per_batch']:.3f} s/batch -> {out['reference']['epoch_seconds_extrapolated']:.0f} s/epoch")
     print(f"ours (TensorLoader, {precision}, {'channels-last, ' if fmt == torch.channels_last else ''}denormals flushed): {out['ours']['s_per_batch']:.3f} s/batch -> "
@@ -129,6 +152,8 @@ def speed(args, cfg, device, precision) -> dict:
     for side in sides[2:]:
         print(f"ours with {side.precision} instead: {out[side.name]['s_per_batch']:.3f} s/batch "
               f"({ours.seconds / side.seconds:.2f}x the speed of {precision})")
+    out["share_of_peak"] = print_share("wgan-gp epoch", out["flops_per_batch"], out["ours"]["s_per_batch"],
+                                       precision, peak, what="batch")
     return out
 
 

@@ -15,7 +15,13 @@ baseline weights under bf16 autocast: the precision effect without training nois
 
     cd ee8520_hw2 && python bench_training.py [--steps 120] [--rounds 4]
 
-Last line: ``pixelcnn training speedup: <ratio>x`` (target 2.5x).
+Share of peak (issue 20, ``common.bench``): the FLOPs of one step of each variant
+(``FlopCounterMode``, forward and backward; the taps variants run fewer FLOPs than the full
+kernels) over its median step time, against the one-thread matmul peak in its precision, sampled
+between the timing rounds in this process; ``pixelcnn training share of peak`` is ours.
+
+Last lines: ``pixelcnn training share of peak: <percent>%``, then
+``pixelcnn training speedup: <ratio>x`` (target 2.5x).
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ import torch
 import torch.nn as nn
 
 from common import data as D
+from common.bench import PeakMeter, count_step_flops, print_share, share_of_peak
 from common.cli import run_main
 from common.training import autocast, cpu_supports_bf16, get_device, seed_everything
 from models.AR import PixelCNN, nll_nats_per_image, set_conv_impl
@@ -47,16 +54,22 @@ class Variant:
     def prep(self, x):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def step(self, x, device):
-        """One BCEWithLogitsLoss training step; returns the loss (nats per image)."""
+    def step(self, x, device, model=None, opt=None):
+        """One BCEWithLogitsLoss training step (of ``model``/``opt``, copies of ours, if given);
+        returns the loss (nats per image)."""
+        model = self.model if model is None else model
+        opt = self.opt if opt is None else opt
         x = self.prep(x)
         with autocast(device, self.precision):
-            logits = self.model(x)
+            logits = model(x)
         loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), x)
-        self.opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.opt.step()
+        opt.step()
         return loss.item() * PIXELS
+
+    def flops(self, x, device) -> int:
+        return count_step_flops(lambda m, o: self.step(x, device, m, o), self.model, self.opt)
 
     @torch.no_grad()
     def test_nll(self, x_test, batch=500, precision="fp32"):
@@ -110,16 +123,26 @@ def main(argv=None):
     batches = [x_train[torch.randint(len(x_train), (args.batch_size,), generator=g)] for _ in range(args.per_round)]
     for v in variants:  # warm-up (oneDNN primitive creation)
         v.step(batches[0], device)
+    peak = PeakMeter(*dict.fromkeys(v.precision for v in variants))
+    peak.sample()
     for _ in range(args.rounds):
         for v in variants:
             for xb in batches:
                 t0 = time.perf_counter()
                 v.step(xb, device)
                 v.times.append(time.perf_counter() - t0)
-    print("\nmedian time per training step:")
+        peak.sample()
+    print("\nmedian time per training step (GFLOP/s; share of the one-thread matmul peak in its precision):")
     med = {v.name: statistics.median(v.times) for v in variants}
+    by_impl: dict[str, int] = {}  # precision and memory format do not change what FlopCounterMode counts
     for v in variants:
-        print(f"  {v.name:<44} {med[v.name]:.3f} s  ({med[base.name] / med[v.name]:.2f}x)")
+        if v.impl not in by_impl:
+            by_impl[v.impl] = v.flops(batches[0], device)
+    flops = {v.name: by_impl[v.impl] for v in variants}
+    for v in variants:
+        achieved, share = share_of_peak(flops[v.name], med[v.name], v.precision, peak)
+        print(f"  {v.name:<44} {med[v.name]:.3f} s  ({med[base.name] / med[v.name]:.2f}x)  "
+              f"{flops[v.name] / 1e9:.1f} GFLOP, {achieved:.0f} GFLOP/s, {100 * share:.0f}% of {v.precision} peak")
 
     # Quality: baseline and ours from the same init, same batches, same number of steps
     seed_everything(args.seed)
@@ -148,6 +171,7 @@ def main(argv=None):
     nll_bf16_eval = base.test_nll(x_test, precision=bf16)
     print(f"  the baseline's weights evaluated under {bf16} autocast: {nll_bf16_eval:.2f} nats/image "
           f"({nll_bf16_eval - nll_base:+.2f} against its fp32 evaluation)")
+    print_share("pixelcnn training", flops[specs[-1][0]], med[specs[-1][0]], bf16, peak)
     print(f"pixelcnn training speedup: {med[base.name] / med[ours.name]:.2f}x")
 
 

@@ -29,6 +29,23 @@ import torch.nn.functional as F
 from common.metrics import bernoulli_nll
 
 
+class _CropRows(torch.autograd.Function):
+    """``y[:, :, :rows]`` whose backward zero-pads the gradient with ``F.pad``, which keeps its
+    memory format. Plain slicing's backward writes into ``zeros`` in the default (NCHW) format, so
+    a channels-last training step gets an NCHW gradient: a transposing copy per layer and a
+    mixed-format convolution backward (about 11% of a bf16 PixelCNN step; the gradients are
+    bit-equal either way)."""
+
+    @staticmethod
+    def forward(ctx, y, rows: int):
+        ctx.extra = y.shape[2] - rows
+        return y[:, :, :rows]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return F.pad(grad, (0, 0, 0, ctx.extra)), None
+
+
 class MaskedConv2d(nn.Conv2d):
     """A convolution whose kernel sees only pixels before the centre in raster order.
 
@@ -73,7 +90,7 @@ class MaskedConv2d(nn.Conv2d):
         p = self.kernel_size[0] // 2
         w = (self.weight * self.mask)[:, :, :p + 1]
         if p == 1:
-            return F.conv2d(x, w, self.bias, padding=(p, p))[:, :, :x.shape[2]]
+            return _CropRows.apply(F.conv2d(x, w, self.bias, padding=(p, p)), x.shape[2])
         return F.conv2d(F.pad(x, (p, p, p, 0)), w, self.bias)
 
 

@@ -1,0 +1,100 @@
+"""common.bench's share-of-peak helpers (issue 20): FLOP counts against the analytic counts of a
+tiny matmul and convolution, the peak measurement, the summary lines make bench parses, and one
+course benchmark's quick run printing them. Timings are never asserted."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+from common import bench as B
+from helpers import ROOT
+
+
+def test_count_flops_matmul_is_2mnk():
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    assert B.count_flops(lambda: a @ b) == 2 * 8 * 16 * 4
+
+
+def test_count_flops_conv_forward_and_backward():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 5, 3, padding=1, bias=False)
+    forward = 2 * 2 * 5 * 3 * 9 * 8 * 8  # 2 x N x Cout x Cin x k x k x H x W
+    x = torch.randn(2, 3, 8, 8)
+    assert B.count_flops(lambda: conv(x)) == forward
+    # backward: the weight gradient (one forward's worth) and, only where asked for, the input's
+    assert B.count_flops(lambda: conv(x).sum().backward()) == 2 * forward
+    xg = x.clone().requires_grad_(True)
+    assert B.count_flops(lambda: conv(xg).sum().backward()) == 3 * forward
+
+
+def test_count_flops_survives_a_gradient_penalty():
+    """autograd.grad with create_graph (WGAN-GP) fails under FlopCounterMode's module tracker."""
+    lin = nn.Linear(6, 1, bias=False)
+    x = torch.randn(4, 6, requires_grad=True)
+
+    def step():
+        (g,) = torch.autograd.grad(lin(x).sum(), x, create_graph=True)
+        (g.norm(2, dim=1) - 1).pow(2).mean().backward()
+
+    assert B.count_flops(step) >= 2 * 4 * 6 * 1
+
+
+def test_count_step_flops_leaves_the_state_alone():
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    x = torch.randn(7, 5)
+
+    def step(m, o):
+        o.zero_grad()
+        m(x).pow(2).mean().backward()
+        o.step()
+
+    # addmm forward + weight gradient (the input needs none): 2 x (2 x 7 x 5 x 3)
+    assert B.count_step_flops(step, model, opt) == 2 * (2 * 7 * 5 * 3)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert not opt.state  # the copy's optimizer stepped, not this one
+
+
+def test_peak_meter_and_share_line(capsys):
+    peak = B.PeakMeter("fp32")
+    peak.samples["fp32"] = [90.0, 100.0, 130.0]  # GFLOP/s per thread, as if measured: median 100
+    threads = torch.get_num_threads()  # the peak scales with the loop's threads
+    share = B.print_share("toy loop", 50e9, 1.0, "fp32", peak)
+    out = capsys.readouterr().out.splitlines()
+    assert share == pytest.approx(0.5 / threads) and peak.best("fp32") == 130.0
+    assert out[-1] == f"toy loop share of peak: {50 / threads:.1f}%"
+    assert B.parse_summary("\n".join(out + ["toy loop speedup: 2.50x"])) == {
+        "toy loop": {"share": pytest.approx(0.5 / threads, abs=1e-3), "ratio": 2.5}}
+    assert B.matmul_gflops(torch.float32, n=128, repeats=1) > 0
+    assert B.matmul_gflops(torch.bfloat16, n=128, repeats=1) > 0
+
+
+def test_parse_summary_reads_every_benchmark_of_a_script():
+    text = ("noise\ncgan epoch share of peak: 76.8%\ndcgan epoch share of peak: 56.5%\n"
+            "cgan epoch speedup: 2.55x\ndcgan epoch speedup: 2.17x\n")
+    assert B.parse_summary(text) == {"cgan epoch": {"share": pytest.approx(0.768), "ratio": 2.55},
+                                     "dcgan epoch": {"share": pytest.approx(0.565), "ratio": 2.17}}
+    names = {n for _, _, targets in B.COURSE_BENCHMARKS for n in targets}
+    assert {"pixelcnn training", "cgan epoch", "dcgan epoch", "wgan-gp epoch", "mlp gan epoch"} <= names
+
+
+def test_dcgan_bench_quick_prints_share_and_speedup_lines(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "HW_QUICK"}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run([sys.executable, "bench_dcgan.py", "--quick", "--threads", "1", "--out-dir", str(tmp_path)],
+                          cwd=ROOT / "rdfia_tp2", env=env, capture_output=True, text=True, timeout=300)
+    if proc.returncode == 2:  # no full MNIST here (the benchmark needs it)
+        pytest.skip(proc.stderr.strip())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1].startswith("dcgan epoch speedup: ")
+    found = B.parse_summary(proc.stdout)
+    for name in ("cgan epoch", "dcgan epoch"):
+        assert found[name]["ratio"] > 0 and 0 < found[name]["share"]
