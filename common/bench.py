@@ -25,16 +25,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import data as D
 from .cli import run_main
-from .paths import OUTPUTS, ROOT, data_root
+from .courses import courses
+from .paths import OUTPUTS, ROOT, data_root, shown
 
-# course folder, script, {benchmark name it prints: target ratio}
-COURSE_BENCHMARKS = [
-    ("ee8520_hw2", "bench_training.py", {"pixelcnn training": 2.5}),
-    ("ee8520_hw2", "bench_sampling.py", {"pixelcnn sampling": 10.0}),
-    ("assignment3", "bench_mlp_gan.py", {"mlp gan epoch": 2.0}),
-    ("rdfia_tp2", "bench_dcgan.py", {"cgan epoch": 2.0, "dcgan epoch": 2.0}),
-    ("csc8851_hw2", "bench_wgan_gp.py", {"wgan-gp epoch": 2.0}),
-]
 LINE = re.compile(r"^(?P<name>[a-z0-9 -]+) speedup: (?P<ratio>[0-9.]+)x\s*$")
 SHARE_LINE = re.compile(r"^(?P<name>[a-z0-9 -]+) share of peak: (?P<percent>[0-9.]+)%\s*$")
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -205,6 +198,11 @@ def run_course_benchmark(folder: str, script: str) -> tuple[dict[str, dict[str, 
     return parse_summary(proc.stdout), ""
 
 
+def course_benchmarks() -> list[tuple[str, str, dict[str, float]]]:
+    """(course folder, script, {summary-line name: target speedup}) from every ``course.toml``."""
+    return [(c.folder, b.script, b.targets) for c in courses() for b in c.benches]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("which", choices=["data", "all"])
@@ -215,7 +213,7 @@ def main(argv=None) -> None:
         return
     start = time.perf_counter()
     rows = [("data loader", bench_data(args.data_root), None, 10.0, "")]
-    for folder, script, targets in COURSE_BENCHMARKS:
+    for folder, script, targets in course_benchmarks():
         print(f"\n== {', '.join(targets)} ({folder}/{script})", flush=True)
         found, problem = run_course_benchmark(folder, script)
         for name, target in targets.items():
@@ -232,11 +230,11 @@ def main(argv=None) -> None:
              f"GFLOP/s bf16 (best of 3). Total {time.perf_counter() - start:.0f} s.", "",
              "| benchmark | speedup | share of peak | target | met |", "|---|---|---|---|---|"]
     for name, ratio, share, target, problem in rows:
-        shown = f"{ratio:.2f}x" if ratio is not None else problem
-        lines.append(f"| {name} | {shown} | {'' if share is None else f'{100 * share:.1f}%'} | {target:g}x "
+        speedup = f"{ratio:.2f}x" if ratio is not None else problem
+        lines.append(f"| {name} | {speedup} | {'' if share is None else f'{100 * share:.1f}%'} | {target:g}x "
                      f"| {'yes' if ratio and ratio >= target else 'no'} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    print(f"\nwrote {out / 'results.md'}; make bench total: {time.perf_counter() - start:.0f} s")
+    print(f"\nwrote {shown(out / 'results.md')}; make bench total: {time.perf_counter() - start:.0f} s")
     for name, ratio, share, target, problem in rows:
         if share is not None:
             print(f"{name} share of peak: {100 * share:.1f}%")
