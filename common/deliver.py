@@ -102,10 +102,22 @@ def html_to_pdf(html: Path, pdf: Path) -> Path | None:
                "--run-all-compositor-stages-before-draw", "--no-pdf-header-footer",
                f"--print-to-pdf={Path(profile) / 'out.pdf'}", Path(html).resolve().as_uri()]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=180)
-        tmp = Path(pdf).with_name(f".{Path(pdf).name}.tmp")
-        shutil.copyfile(Path(profile) / "out.pdf", tmp)
-        os.replace(tmp, pdf)
+        _copy_into_place(Path(profile) / "out.pdf", Path(pdf))
     return pdf
+
+
+def _copy_into_place(made: Path, final: Path) -> None:
+    """Copy a finished file over ``final`` in one step (a copy beside it, then a rename), so that
+    ``final`` is always either the old file or the whole new one."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.copyfile(made, tmp)
+    os.replace(tmp, final)
+
+
+def _replace_folder(folder: Path, target: Path) -> None:
+    """Move ``folder`` to ``target``, replacing what was there."""
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(folder, target)
 
 
 def notebook_to_html(nb, html: Path) -> Path:
@@ -187,9 +199,8 @@ def execute_notebook(nb, workdir: Path, timeout: int = 6 * 3600, env: dict | Non
         try:
             client.execute(env=kernel_env, stderr=subprocess.DEVNULL)  # the kernel's own start-up chatter
         except CellExecutionError as exc:
-            failed = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"
-                           and any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
-            error = next((o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"), None)
+            failed, error = next(((i, o) for i, c in enumerate(nb.cells) for o in c.get("outputs", [])
+                                  if o.get("output_type") == "error"), (None, None))
             what = f"{error['ename']}: {error['evalue']}" if error else str(exc).strip().splitlines()[-1]
             raise NotebookFailed(f"cell {failed} failed: {ANSI.sub('', what)}") from None
     return nb
@@ -215,9 +226,7 @@ def deliver_notebook(template: Path, dst: Path, name: str | None = None, pdf: bo
         execute_notebook(nb, workdir, env={"HW_DATA_ROOT": str(data_root_of(data_root))})
     except NotebookFailed:
         nbformat.write(nb, workdir / dst.name)
-        failed = home / f"{dst.stem}.failed"
-        shutil.rmtree(failed, ignore_errors=True)
-        os.replace(workdir, failed)
+        _replace_folder(workdir, home / f"{dst.stem}.failed")
         raise
     html = notebook_to_html(nb, workdir / f"{dst.stem}.html")
     staged = [(workdir / dst.name, dst)]
@@ -226,14 +235,10 @@ def deliver_notebook(template: Path, dst: Path, name: str | None = None, pdf: bo
         staged.append((workdir / f"{dst.stem}.pdf", dst.with_suffix(".pdf")))
     dst.parent.mkdir(parents=True, exist_ok=True)
     for made, final in staged:  # the deliverables move into place only now that every cell ran
-        tmp = final.with_name(f".{final.name}.tmp")
-        shutil.copyfile(made, tmp)
-        os.replace(tmp, final)
+        _copy_into_place(made, final)
         print(f"wrote {shown(final)}")
-    run = home / dst.stem
-    shutil.rmtree(run, ignore_errors=True)
-    os.replace(workdir, run)
-    print(f"figures and HTML in {shown(run)}")
+    _replace_folder(workdir, home / dst.stem)
+    print(f"figures and HTML in {shown(home / dst.stem)}")
     return dst
 
 
