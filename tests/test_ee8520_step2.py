@@ -53,6 +53,10 @@ def test_mask_types_a_and_b():
     assert a7.mask.shape == (1, 1, 7, 7) and a7.mask.sum() == 24 and b7.mask.sum() == 25
     assert a7.mask[0, 0, 3, 3] == 0 and b7.mask[0, 0, 3, 3] == 1
     assert a7.mask[0, 0, 4:].sum() == 0 and b7.mask[0, 0, 3, 4:].sum() == 0
+    v = MaskedConv2d("V", 2, 2, 3, padding=1)  # the vertical stack: the whole centre row too
+    assert v.mask[0, 0].tolist() == [[1, 1, 1], [1, 1, 1], [0, 0, 0]]
+    h_a, h_b = MaskedConv2d("A", 1, 2, (1, 3), padding=(0, 1)), MaskedConv2d("B", 2, 2, (1, 3), padding=(0, 1))
+    assert h_a.mask[0, 0].tolist() == [[1, 0, 0]] and h_b.mask[0, 0].tolist() == [[1, 1, 0]]
     with pytest.raises(ValueError):
         MaskedConv2d("C", 1, 1, 3)
 
@@ -96,8 +100,12 @@ def test_model_interfaces():
     assert m(x, _one_hot([3, 7])).shape == (2, 1, 28, 28)
     layers = [mod for mod in m.modules() if isinstance(mod, MaskedConv2d)]
     assert all(isinstance(mod, ConditionalMaskedConv2d) for mod in layers)  # V y in every layer
-    first = PixelCNN().input_conv
-    assert first.mask_type == "A" and all(b.mask_type == "B" for b in PixelCNN().blocks)
+    layers = PixelCNN().layers
+    assert layers[0].h_conv.mask_type == "A" and all(layer.h_conv.mask_type == "B" for layer in layers[1:])
+    assert all(layer.v_conv.mask_type == "V" for layer in layers)
+    # integer labels (as torchvision's datasets give them) are the same as one-hot vectors
+    with torch.no_grad():
+        assert torch.equal(m(x, torch.tensor([3, 7])), m(x, _one_hot([3, 7])))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -128,7 +136,7 @@ def _check_causal(model, positions, size=28, conditional=False):
 @pytest.mark.parametrize("impl", ["masked", "taps"])
 def test_causality_every_pixel_small_model(conditional, impl):
     torch.manual_seed(0)
-    model = ConditionalPixelCNN(channels=8, n_blocks=2) if conditional else PixelCNN(channels=8, n_blocks=2)
+    model = ConditionalPixelCNN(channels=8, n_layers=3) if conditional else PixelCNN(channels=8, n_layers=3)
     set_conv_impl(model, impl).train()
     _check_causal(model, list(range(28 * 28)), conditional=conditional)
 
@@ -141,10 +149,20 @@ def test_causality_default_architecture(conditional):
     corners = [0, 1, 27, 28, 29, 55, 56, 392, 406, 419, 783]
     extra = torch.randperm(784, generator=torch.Generator().manual_seed(2))[:21].tolist()
     earlier = _check_causal(model, corners + extra, conditional=conditional)
-    # the pixel just left of p (same row) is always in the receptive field
+    # the pixel just left of p (same row) is always in the receptive field, and so is the one up
+    # and to the right, the blind spot of a plain stack of masked k x k convolutions
     for k, p in enumerate(corners + extra):
         if p % 28:
             assert earlier[k, p - 1]
+        if p >= 28 and p % 28 < 27:
+            assert earlier[k, p - 27]
+    # no blind spot: every earlier pixel within the vertical stack's reach (15 rows up, 14 columns
+    # to either side) and the horizontal stack's (14 columns to the left) is in the receptive field
+    for k, p in enumerate(corners + extra):
+        i, j = divmod(p, 28)
+        reach = [q for q in range(p) if (q // 28 < i and i - q // 28 <= 15 and abs(q % 28 - j) <= 14)
+                 or (q // 28 == i and j - q % 28 <= 14)]
+        assert earlier[k, reach].all()
 
 
 def test_taps_and_masked_agree_on_default_models():
@@ -165,7 +183,7 @@ def test_taps_and_masked_agree_on_default_models():
 @pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "conditional"])
 def test_fast_sampler_matches_naive(conditional):
     torch.manual_seed(0)
-    model = (ConditionalPixelCNN(channels=8, n_blocks=2) if conditional else PixelCNN(channels=8, n_blocks=2)).double()
+    model = (ConditionalPixelCNN(channels=8, n_layers=3) if conditional else PixelCNN(channels=8, n_layers=3)).double()
     with torch.no_grad():  # push logits away from 0 so the samples are not all coin flips
         model.head[1].weight.mul_(4)
     u = draw_uniforms(6, seed=3, height=10, width=10).double()
@@ -180,7 +198,7 @@ def test_fast_sampler_matches_naive(conditional):
 
 def test_fast_sampler_matches_naive_full_width_fp32():
     torch.manual_seed(5)
-    model = ConditionalPixelCNN(channels=4, n_blocks=1)
+    model = ConditionalPixelCNN(channels=4, n_layers=2)
     u = draw_uniforms(2, seed=0, height=5, width=28)
     y = _one_hot([2, 5])
     assert torch.equal(sample_fast(model, u, y), sample_naive(model, u, y))
@@ -216,7 +234,7 @@ def test_binarizations_and_train_function():
 
     from common.data import TensorLoader
     torch.manual_seed(0)
-    model = ConditionalPixelCNN(channels=8, n_blocks=1)
+    model = ConditionalPixelCNN(channels=8, n_layers=2)
     xb = main_mod.binarize_image(x)
     loader = TensorLoader(xb, _one_hot(torch.arange(64) % 10), batch_size=32)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)

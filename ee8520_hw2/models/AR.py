@@ -1,24 +1,36 @@
 """EE 8520 HW2, Step 2: PixelCNN and class-conditional PixelCNN for binarized MNIST.
 
-References: van den Oord, Kalchbrenner & Kavukcuoglu, "Pixel Recurrent Neural Networks" (ICML 2016)
-for the masked convolutions (mask A for the first layer, mask B after it), and van den Oord et al.,
-"Conditional Image Generation with PixelCNN Decoders" (NeurIPS 2016) for the class-dependent bias
-``W * x + b + V y`` (handout Step 2 (d)).
+The model is the gated PixelCNN of van den Oord et al., "Conditional Image Generation with PixelCNN
+Decoders" (NeurIPS 2016), built from the handout's layers (Step 2 (b)-(d)):
+
+- ``MaskedConv2d`` with mask type 'A' (centre hidden: the first layer) and 'B' (centre kept: every
+  later layer), as in "Pixel Recurrent Neural Networks" (ICML 2016); and 'V', the mask of the
+  vertical stack below (every row up to and including the centre row);
+- ``ConditionalMaskedConv2d``: the masked convolution plus the class bias ``V y`` (handout (d)).
+
+Each gated layer keeps two stacks. The **vertical stack** ('V' masks, k x k) sees the rows above
+a pixel; its output is shifted down one row before a 1x1 convolution passes it to the
+**horizontal stack** (1 x k masks, 'A' in the first layer, 'B' after), which sees the pixels to
+the left in the pixel's own row. Together they cover every earlier pixel in reach: no blind spot,
+unlike a stack of k x k masked convolutions, which never sees the region up and to the right. Each
+stack's output is a gated unit ``tanh(W_f * x + V_f y) * sigmoid(W_g * x + V_g y)``; the
+horizontal stack has residual connections. A 1x1 head (ReLU, 1x1, ReLU, 1x1) gives one logit per
+pixel. The conditional model adds its class bias ``V y`` in every masked convolution.
 
 The model factorizes p(x) = prod_i p(x_i | x_1, ..., x_{i-1}) over the 784 pixels in raster order;
-each output logit at pixel i may only see input pixels before i. The masks enforce that; the test
-``tests/test_ee8520_step2.py`` checks it by gradients through the whole network.
+each output logit at pixel i may only see input pixels before i. The masks and the one-row shift
+enforce that; ``tests/test_ee8520_step2.py`` checks it by gradients through the whole network.
 
 No BatchNorm on purpose: in training mode it normalizes with statistics over all positions, so the
-output at a pixel would (weakly) depend on later pixels through the batch mean. Residual
-connections keep the 7-layer stack easy to train instead.
+output at a pixel would (weakly) depend on later pixels through the batch mean.
 
-Two speed paths, both exact (the test checks them against the plain versions):
-- training: a masked convolution can skip the kernel rows below the centre, which the mask
-  zeroes: a (p+1) x k convolution of the input shifted down (top padding only), as PixelCNN++'s
-  shifted convolutions do (``set_conv_impl(model, "taps")``);
-- sampling (``sample_fast``): every pixel's activations are computed once, at the step that creates
-  them, from cached activations of earlier pixels, instead of 784 full forward passes (``sample_naive``).
+Two speed paths, both exact (the tests check them against the plain versions):
+- training: a masked convolution skips the kernel rows and columns its mask zeroes (a (p+1) x k
+  convolution for 'V' and 'B', 1 x (p+1) for the horizontal 'B'), on the input padded on the top
+  or left only, as PixelCNN++'s shifted convolutions do (``set_conv_impl(model, "taps")``);
+- sampling (``sample_fast``): the vertical stack of a row is computed once, when the row above is
+  complete, and the horizontal stack at one position per step from cached activations of the
+  earlier pixels of the row, instead of 784 full forward passes (``sample_naive``).
 """
 from __future__ import annotations
 
@@ -46,33 +58,42 @@ class _CropRows(torch.autograd.Function):
         return F.pad(grad, (0, 0, 0, ctx.extra)), None
 
 
+MASK_TYPES = ("A", "B", "V")
+
+
 class MaskedConv2d(nn.Conv2d):
     """A convolution whose kernel sees only pixels before the centre in raster order.
 
     ``mask_type='A'`` also hides the centre (first layer: the output at pixel i must not see x_i);
-    ``'B'`` keeps the centre (later layers: position i there already summarizes x_{<i} only).
-    The mask is a buffer of shape ``(1, 1, kH, kW)`` (all-ones rows above the centre, the centre row
-    up to the centre, zeros after) and the effective kernel is ``weight * mask``.
+    ``'B'`` keeps the centre (later layers: position i there already summarizes x_{<i} only);
+    ``'V'`` keeps the whole centre row (the gated PixelCNN's vertical stack, whose output is used
+    one row further down). The mask is a buffer of shape ``(1, 1, kH, kW)`` (all-ones rows above
+    the centre, the centre row up to the centre for A/B, zeros after) and the effective kernel is
+    ``weight * mask``. A 1 x k kernel with mask A or B is the horizontal stack's convolution.
     """
 
     def __init__(self, mask_type, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
-        if mask_type not in ("A", "B"):
-            raise ValueError("mask_type must be 'A' or 'B'")
+        if mask_type not in MASK_TYPES:
+            raise ValueError(f"mask_type must be one of {', '.join(MASK_TYPES)}")
         self.mask_type = mask_type
         kh, kw = self.kernel_size
         mask = torch.ones(1, 1, kh, kw)
-        mask[:, :, kh // 2, kw // 2 + (mask_type == "B"):] = 0  # the centre row from the centre (A) or after it (B)
+        if mask_type != "V":  # the centre row from the centre (A) or after it (B)
+            mask[:, :, kh // 2, kw // 2 + (mask_type == "B"):] = 0
         mask[:, :, kh // 2 + 1:, :] = 0  # every row below the centre
         self.register_buffer("mask", mask)
         with torch.no_grad():  # masked weights are never used: keep them zero so the weight itself is causal
             self.weight.mul_(self.mask)
+        rows, cols = mask[0, 0].any(1).nonzero(), mask[0, 0].any(0).nonzero()
+        self._box = (int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1]))  # taps the mask keeps
         self.causal_taps = False  # set by set_conv_impl(model, "taps")
 
     def taps_supported(self) -> bool:
         kh, kw = self.kernel_size
-        return (kh == kw and kh % 2 == 1 and kh > 1 and self.stride == (1, 1) and self.dilation == (1, 1)
-                and self.groups == 1 and self.padding == (kh // 2, kw // 2) and self.padding_mode == "zeros")
+        return (kh % 2 == 1 and kw % 2 == 1 and kh * kw > 1 and self.stride == (1, 1)
+                and self.dilation == (1, 1) and self.groups == 1 and self.padding == (kh // 2, kw // 2)
+                and self.padding_mode == "zeros")
 
     def forward(self, x):
         if self.causal_taps and self.taps_supported():
@@ -80,25 +101,27 @@ class MaskedConv2d(nn.Conv2d):
         return self._conv_forward(x, self.weight * self.mask, self.bias)
 
     def _forward_taps(self, x):
-        """The same result without the kernel rows below the centre (all masked): a (p+1) x k
-        convolution of x padded p rows on top only (p = k // 2), so the output at row i sees
-        input rows i-p..i. For 3x3 kernels that is 6 of 9 taps, for 7x7 28 of 49.
+        """The same result over the kept taps only: rows r0..r1 and columns c0..c1 of the kernel,
+        on the input padded so that output (i, j) still sees input (i + r - ph, j + c - pw); the
+        padding is negative (a crop) where the kept box ends before the kernel does. For a 3x3 'B'
+        kernel that is 6 of 9 taps, 7x7 'A' 28 of 49, a 1x3 horizontal 'B' 2 of 3.
 
-        p = 1: symmetric padding and dropping the one extra output row is cheaper than copying
-        the input into a padded tensor; wider kernels pad the input instead.
+        One row of padding on top (3 x k kernels): symmetric padding and dropping the one extra
+        output row is cheaper than copying the input into a padded tensor.
         """
-        p = self.kernel_size[0] // 2
-        w = (self.weight * self.mask)[:, :, :p + 1]
-        if p == 1:
-            return _CropRows.apply(F.conv2d(x, w, self.bias, padding=(p, p)), x.shape[2])
-        return F.conv2d(F.pad(x, (p, p, p, 0)), w, self.bias)
+        (r0, r1, c0, c1), (ph, pw) = self._box, self.padding
+        w = (self.weight * self.mask)[:, :, r0:r1 + 1, c0:c1 + 1]
+        if (r0, r1, c0, c1) == (0, 1, 0, self.kernel_size[1] - 1) and ph == 1:
+            return _CropRows.apply(F.conv2d(x, w, self.bias, padding=(1, pw)), x.shape[2])
+        return F.conv2d(F.pad(x, (pw - c0, c1 - pw, ph - r0, r1 - ph)), w, self.bias)
 
 
 class ConditionalMaskedConv2d(MaskedConv2d):
     """``W * x + b + V y``: the masked convolution plus a class-dependent bias (handout Step 2 (d)).
 
     ``self.class_emb`` is V, a learned map from the one-hot label y (N, num_classes) to one value
-    per output channel; ``V y`` is broadcast over height and width and added channel-wise.
+    per output channel; ``V y`` is broadcast over height and width and added channel-wise. Integer
+    labels (N,), as torchvision's datasets give them, are one-hot encoded first.
     """
 
     def __init__(self, mask_type, in_channels, out_channels, kernel_size, num_classes, stride=1, padding=0,
@@ -110,6 +133,8 @@ class ConditionalMaskedConv2d(MaskedConv2d):
 
     def class_bias(self, y):
         """V y, shape (N, out_channels)."""
+        if not torch.is_floating_point(y):
+            y = F.one_hot(y.long(), self.num_classes)
         return self.class_emb(y.to(self.class_emb.weight.dtype))
 
     def forward(self, x, y):
@@ -117,61 +142,104 @@ class ConditionalMaskedConv2d(MaskedConv2d):
         return out + self.class_bias(y).to(out.dtype)[:, :, None, None]
 
 
-class _PixelCNNBase(nn.Module):
-    """Shared body: a 7x7 type-A masked conv, ``n_blocks`` residual 3x3 type-B blocks
-    ``h <- h + conv_B(ReLU(h))``, then ReLU, 1x1 conv, ReLU, 1x1 conv to one logit per pixel.
+def gate(t):
+    """The gated unit: tanh of the first half of the channels times sigmoid of the second half."""
+    a, b = t.chunk(2, dim=1)
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        # the halves of a channels-last tensor are strided views, on which bf16 sigmoid and tanh take
+        # a slow path on the CPU (8x a contiguous pass): copying them first is cheaper
+        a, b = (z.contiguous(memory_format=torch.channels_last) for z in (a, b))
+    return torch.tanh(a) * torch.sigmoid(b)
 
-    Every vertical receptive field adds up to 3 + n_blocks rows above a pixel (9 by default).
+
+def shift_down(t):
+    """Row i gets row i - 1 (row 0 gets zeros): the vertical stack's output as seen one row below."""
+    return _CropRows.apply(F.pad(t, (0, 0, 1, 0)), t.shape[2])
+
+
+class GatedLayer(nn.Module):
+    """One layer of the gated PixelCNN (Fig. 2 of van den Oord et al., NeurIPS 2016).
+
+    v' = gate(V-masked k x k conv of v (+ V_v y)); h' = h + 1x1(gate(horizontal 1 x k conv of h
+    (+ V_h y) + 1x1(shift_down(v')))). The first layer reads the image in both stacks, uses mask
+    'A' in the horizontal stack and has no residual connection.
+    """
+
+    def __init__(self, conv, in_channels, channels, kernel, first=False):
+        super().__init__()
+        p = kernel // 2
+        self.first = first
+        self.v_conv = conv("V", in_channels, 2 * channels, (kernel, kernel), (p, p))
+        self.h_conv = conv("A" if first else "B", in_channels, 2 * channels, (1, kernel), (0, p))
+        self.v_to_h = nn.Conv2d(channels, 2 * channels, 1)
+        self.h_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, v, h, y=None):
+        v = gate(_apply(self.v_conv, v, y))
+        h_new = self.h_out(gate(_apply(self.h_conv, h, y) + self.v_to_h(shift_down(v))))
+        return v, h_new if self.first else h + h_new
+
+
+def _apply(layer, x, y):
+    return layer(x) if y is None else layer(x, y)
+
+
+class _PixelCNNBase(nn.Module):
+    """Shared body: ``n_layers`` gated layers (the first with a ``first_kernel`` kernel), then
+    ReLU, 1x1 conv, ReLU, 1x1 conv to one logit per pixel.
+
+    Reach (the default in brackets): the horizontal stack sees r = first_kernel // 2 +
+    (n_layers - 1) * (kernel // 2) pixels to the left in the pixel's own row [14]; the vertical stack
+    r + 1 rows above [15], r columns to either side.
     """
 
     conditional = False
 
-    def __init__(self, channels=64, n_blocks=6, first_kernel=7, kernel=3, num_classes=10):
+    def __init__(self, channels=32, n_layers=12, kernel=3, first_kernel=7, num_classes=10):
         super().__init__()
         self.channels = channels
 
-        def conv(mask_type, cin, cout, k):
+        def conv(mask_type, cin, cout, k, padding):
             if self.conditional:
-                return ConditionalMaskedConv2d(mask_type, cin, cout, k, num_classes, padding=k // 2)
-            return MaskedConv2d(mask_type, cin, cout, k, padding=k // 2)
+                return ConditionalMaskedConv2d(mask_type, cin, cout, k, num_classes, padding=padding)
+            return MaskedConv2d(mask_type, cin, cout, k, padding=padding)
 
-        self.input_conv = conv("A", 1, channels, first_kernel)
-        self.blocks = nn.ModuleList([conv("B", channels, channels, kernel) for _ in range(n_blocks)])
-        # 1x1 convolutions: a 1x1 type-B mask is all ones; kept masked so every layer takes V y
-        self.head = nn.ModuleList([conv("B", channels, channels, 1), conv("B", channels, 1, 1)])
-
-    def _layer(self, layer, h, y):
-        return layer(h) if y is None else layer(h, y)
+        self.layers = nn.ModuleList([GatedLayer(conv, 1 if i == 0 else channels, channels,
+                                                first_kernel if i == 0 else kernel, first=i == 0)
+                                     for i in range(n_layers)])
+        # 1x1 convolutions: a 1x1 type-B mask is all ones; kept masked so the head takes V y too
+        self.head = nn.ModuleList([conv("B", channels, channels, 1, 0), conv("B", channels, 1, 1, 0)])
 
     def _forward(self, x, y=None):
-        h = self._layer(self.input_conv, x, y)
-        for block in self.blocks:
-            h = h + self._layer(block, F.relu(h), y)
-        h = self._layer(self.head[0], F.relu(h), y)
-        return self._layer(self.head[1], F.relu(h), y)
+        v = h = x
+        for layer in self.layers:
+            v, h = layer(v, h, y)
+        h = _apply(self.head[0], F.relu(h), y)
+        return _apply(self.head[1], F.relu(h), y)
 
 
 class PixelCNN(_PixelCNNBase):
     """Unconditional PixelCNN: ``forward(x)`` with x (N, 1, 28, 28) in {0, 1} -> logits (N, 1, 28, 28).
 
-    ``sigmoid(logits[:, :, i, j])`` is p(x_ij = 1 | pixels before (i, j)). Defaults: 64 channels,
-    one 7x7 A layer, six residual 3x3 B blocks, two 1x1 layers (about 0.2 M parameters).
+    ``sigmoid(logits[:, :, i, j])`` is p(x_ij = 1 | pixels before (i, j)). Defaults: 32 channels
+    per stack, twelve gated layers (7x7 first, then 3x3), a 1x1 head (0.31 M parameters).
     """
 
-    def __init__(self, channels=64, n_blocks=6, first_kernel=7, kernel=3):
-        super().__init__(channels, n_blocks, first_kernel, kernel)
+    def __init__(self, channels=32, n_layers=12, kernel=3, first_kernel=7):
+        super().__init__(channels, n_layers, kernel, first_kernel)
 
     def forward(self, x):
         return self._forward(x)
 
 
 class ConditionalPixelCNN(_PixelCNNBase):
-    """Class-conditional PixelCNN: every layer adds ``V_l y``; ``forward(x, y)`` with y one-hot (N, num_classes)."""
+    """Class-conditional PixelCNN: every masked conv adds ``V_l y``; ``forward(x, y)`` with y
+    one-hot (N, num_classes) or integer labels (N,)."""
 
     conditional = True
 
-    def __init__(self, num_classes=10, channels=64, n_blocks=6, first_kernel=7, kernel=3):
-        super().__init__(channels, n_blocks, first_kernel, kernel, num_classes)
+    def __init__(self, num_classes=10, channels=32, n_layers=12, kernel=3, first_kernel=7):
+        super().__init__(channels, n_layers, kernel, first_kernel, num_classes)
         self.num_classes = num_classes
 
     def forward(self, x, y):
@@ -179,8 +247,8 @@ class ConditionalPixelCNN(_PixelCNNBase):
 
 
 def set_conv_impl(model: nn.Module, impl: str) -> nn.Module:
-    """``'taps'``: masked convolutions computed without their all-masked kernel rows (rows above and
-    the centre row only); ``'masked'``: the full kernel times the mask. Same parameters and (up to rounding) the same outputs."""
+    """``'taps'``: masked convolutions computed without their all-masked kernel rows and columns;
+    ``'masked'``: the full kernel times the mask. Same parameters and (up to rounding) the same outputs."""
     if impl not in ("taps", "masked"):
         raise ValueError("impl must be 'taps' or 'masked'")
     for m in model.modules():
@@ -228,70 +296,103 @@ def sample_naive(model, uniforms, y=None, rows=None):
     return x
 
 
-def _window_weight(conv):
-    """The masked kernel's rows 0..p (rows below the centre are all masked) as a (out, (p+1)*k*in) matrix
-    matching a channels-last window (N, p+1, k, in)."""
-    p = conv.kernel_size[0] // 2
-    w = (conv.weight * conv.mask)[:, :, :p + 1, :]
-    return w.permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
-
-
 @torch.no_grad()
 def sample_fast(model, uniforms, y=None):
-    """Exact sampling with cached activations: each step computes every layer at ONE position.
+    """Exact sampling with cached activations.
 
-    The activation of any layer at pixel t depends only on input pixels before t, so it is final
-    at the step that samples pixel t and can be cached. For pixel t, each masked conv needs its
-    input only in the (p+1) x k window ending at t, made of cached earlier positions (and t itself
-    for type B). Work per step is a few (N, window) x (window, C) products instead of a forward
-    pass over all 784 positions. ``uniforms`` (N, 1, H, W) in [0, 1); y one-hot for a conditional model.
+    Every activation at pixel t depends only on input pixels before t, so it is final once
+    computed and can be cached. The vertical stack of row i (which the horizontal stack reads one
+    row further down) is computed for the whole row, layer by layer, as soon as row i is complete;
+    the horizontal stack and the head at ONE position per step, from the cached vertical row and
+    the row's earlier horizontal activations. Work per step is a few (N, window) x (window, C)
+    products instead of a forward pass over all 784 positions. ``uniforms`` (N, 1, H, W) in
+    [0, 1); y one-hot (or integer labels) for a conditional model.
     """
     model.eval()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the per-step products are small: extra threads only add sync cost
     try:
-        return _sample_fast(model, uniforms, y)
+        return _Sampler(model, uniforms.shape[0], y).run(uniforms)
     finally:
         torch.set_num_threads(threads)
 
 
-def _sample_fast(model, uniforms, y):
-    n, _, height, width = uniforms.shape
-    dtype, device = model.input_conv.weight.dtype, model.input_conv.weight.device
-    convs = [model.input_conv, *model.blocks]
-    pads = [c.kernel_size[0] // 2 for c in convs]
-    if any(c.stride != (1, 1) or c.padding != (p, p) for c, p in zip(convs, pads)):
-        raise ValueError("sample_fast expects stride-1 'same' masked convolutions")
-    cond = getattr(model, "conditional", False)
+class _Sampler:
+    """The caches of :func:`sample_fast`: per layer, the vertical stack's input rows (channels
+    last, padded like the convolution), the current row's horizontal input, and the 1x1 link
+    from the row above; the weights as matrices over those windows."""
 
-    def bias(layer):
-        b = layer.bias if layer.bias is not None else torch.zeros(layer.out_channels, device=device, dtype=dtype)
-        b = b.expand(n, -1)
-        return b + layer.class_bias(y).to(dtype) if cond else b
+    def __init__(self, model, n, y):
+        first = model.layers[0].v_conv
+        self.model, self.n, self.y = model, n, y
+        self.dtype, self.device = first.weight.dtype, first.weight.device
+        self.cond = getattr(model, "conditional", False)
+        for layer in model.layers:
+            for c in (layer.v_conv, layer.h_conv):
+                if not c.taps_supported():
+                    raise ValueError("sample_fast expects stride-1 'same' masked convolutions")
 
-    # Inputs of every k x k conv, channels last, zero-padded p rows on top and p columns each side
-    bufs = [torch.zeros(n, height + p, width + 2 * p, c.in_channels, device=device, dtype=dtype)
-            for c, p in zip(convs, pads)]
-    weights = [_window_weight(c).t().contiguous() for c in convs]
-    biases = [bias(c) for c in convs]
-    head_w = [h.weight[:, :, 0, 0].t().contiguous() for h in model.head]
-    head_b = [bias(h) for h in model.head]
-    u = uniforms.to(device=device, dtype=torch.float32)
-    x = torch.zeros(n, 1, height, width, device=device, dtype=dtype)
-    p0 = pads[0]
-    for i in range(height):
-        for j in range(width):
-            win = bufs[0][:, i:i + p0 + 1, j:j + 2 * p0 + 1].reshape(n, -1)
-            h = torch.addmm(biases[0], win, weights[0])
-            for buf, w, b, p in zip(bufs[1:], weights[1:], biases[1:], pads[1:]):
-                buf[:, i + p, j + p] = F.relu(h)
-                h = h + torch.addmm(b, buf[:, i:i + p + 1, j:j + 2 * p + 1].reshape(n, -1), w)
-            h = torch.addmm(head_b[0], F.relu(h), head_w[0])
-            logit = torch.addmm(head_b[1], F.relu(h), head_w[1])
-            pix = (u[:, 0, i, j] < torch.sigmoid(logit[:, 0].float())).to(dtype)
-            x[:, 0, i, j] = pix
-            bufs[0][:, i + p0, j + p0, 0] = pix
-    return x
+    def bias(self, layer):
+        """(N, out) bias of ``layer`` (plus V y for a conditional model)."""
+        b = layer.bias if layer.bias is not None else torch.zeros(layer.out_channels, device=self.device,
+                                                                  dtype=self.dtype)
+        b = b.expand(self.n, -1)
+        return b + layer.class_bias(self.y).to(self.dtype) if self.cond and hasattr(layer, "class_bias") else b
+
+    def run(self, uniforms):
+        n, _, height, width = uniforms.shape
+        layers, head = self.model.layers, self.model.head
+        pads = [layer.v_conv.kernel_size[0] // 2 for layer in layers]
+        # vertical: input rows of each layer (N, H + p, W + 2p, C_in), rows/columns padded like the conv
+        v_in = [torch.zeros(n, height + p, width + 2 * p, layer.v_conv.in_channels, device=self.device,
+                            dtype=self.dtype) for layer, p in zip(layers, pads)]
+        v_w = [(layer.v_conv.weight * layer.v_conv.mask)[:, :, :p + 1] for layer, p in zip(layers, pads)]
+        v_b = [self.bias(layer.v_conv)[:, :, None, None] for layer in layers]
+        # the 1x1 link from the vertical stack for the current row: row 0 sees the zero padding
+        links = [layer.v_to_h.bias.expand(n, width, -1).clone() for layer in layers]
+        # horizontal: the current row's input of each layer (N, p + W, C_in), left-padded
+        h_in = [torch.zeros(n, p + width, layer.h_conv.in_channels, device=self.device, dtype=self.dtype)
+                for layer, p in zip(layers, pads)]
+        h_w, h_b, out_w, out_b = [], [], [], []
+        for layer in layers:
+            c0, c1 = layer.h_conv._box[2:]
+            w = (layer.h_conv.weight * layer.h_conv.mask)[:, :, 0, c0:c1 + 1]  # (2C, C_in, taps)
+            h_w.append(w.permute(2, 1, 0).reshape(-1, w.shape[0]).contiguous())
+            h_b.append(self.bias(layer.h_conv))
+            out_w.append(layer.h_out.weight[:, :, 0, 0].t().contiguous())
+            out_b.append(layer.h_out.bias.expand(n, -1))
+        taps = [layer.h_conv._box[3] - layer.h_conv._box[2] + 1 for layer in layers]
+        starts = [p + layer.h_conv._box[2] - layer.h_conv.padding[1] for layer, p in zip(layers, pads)]
+        head_w = [h.weight[:, :, 0, 0].t().contiguous() for h in head]
+        head_b = [self.bias(h) for h in head]
+        u = uniforms.to(device=self.device, dtype=torch.float32)
+        x = torch.zeros(n, 1, height, width, device=self.device, dtype=self.dtype)
+        for i in range(height):
+            for j in range(width):
+                h = None
+                for k, layer in enumerate(layers):
+                    s = j + starts[k]
+                    win = h_in[k][:, s:s + taps[k]].reshape(n, -1)
+                    h_new = torch.addmm(out_b[k], gate(torch.addmm(h_b[k], win, h_w[k]) + links[k][:, j]), out_w[k])
+                    h = h_new if layer.first else h + h_new
+                    if k + 1 < len(layers):
+                        h_in[k + 1][:, j + pads[k + 1]] = h
+                h = torch.addmm(head_b[0], F.relu(h), head_w[0])
+                logit = torch.addmm(head_b[1], F.relu(h), head_w[1])
+                pix = (u[:, 0, i, j] < torch.sigmoid(logit[:, 0].float())).to(self.dtype)
+                x[:, 0, i, j] = pix
+                h_in[0][:, j + pads[0], 0] = pix
+                v_in[0][:, i + pads[0], j + pads[0], 0] = pix
+            # row i is complete: the vertical stack of row i, layer by layer, for row i + 1
+            for k, (layer, p) in enumerate(zip(layers, pads)):
+                strip = v_in[k][:, i:i + p + 1].permute(0, 3, 1, 2)  # input rows i - p .. i
+                v = gate(F.conv2d(strip, v_w[k]) + v_b[k])  # (N, C, 1, W)
+                row = v[:, :, 0].transpose(1, 2)  # (N, W, C)
+                if k + 1 < len(layers):
+                    v_in[k + 1][:, i + pads[k + 1], pads[k + 1]:pads[k + 1] + width] = row
+                links[k] = torch.addmm(layer.v_to_h.bias, row.reshape(n * width, -1),
+                                       layer.v_to_h.weight[:, :, 0, 0].t()).reshape(n, width, -1)
+        return x
 
 
 def draw_uniforms(n, seed, height=28, width=28, device="cpu"):
