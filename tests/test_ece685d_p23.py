@@ -200,6 +200,9 @@ def test_cvae_conditions_encoder_and_decoder_on_the_class():
     assert recon.shape == (3, 784) and mu.shape == (3, 20)
     with pytest.raises(ValueError):
         m.encode(x, None)
+    labels = torch.tensor([7, 8, 9])  # integer labels as torchvision's Fashion-MNIST yields them
+    assert torch.equal(m.encode(x, labels)[0], m.encode(x, c2)[0])
+    assert torch.equal(m.decode(z, labels), m.decode(z, c2))
 
 
 def test_loss_function_is_bce_plus_gaussian_kl():
