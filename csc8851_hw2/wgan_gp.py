@@ -5,7 +5,7 @@ every figure of Parts 2-4 plus a measured quality table; the notebook template
 ``CSC8851_F2025_HW2_YourName.ipynb`` has the same definitions written into its cells when it is built.
 
 
-Spec: ``shared/handouts/csc8851_hw2.md``. Papers: Gulrajani et al., "Improved Training of
+Spec: the CSC 8851 Homework 2 handout (Parts 1-4). Papers: Gulrajani et al., "Improved Training of
 Wasserstein GANs" (2017, gradient penalty); Miyato & Koyama, "cGANs with Projection
 Discriminator" (2018); Karras et al. / Yazici et al. for generator weight averaging (EMA).
 

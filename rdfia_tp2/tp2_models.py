@@ -1,7 +1,7 @@
 """RDFIA TP2-de: the DCGAN and conditional DCGAN of the practical, and their losses.
 
-Architectures are the course's (``shared/handouts/rdfia_tp2.md`` and the RDFIA section of
-``skeleton-interfaces.md``), after Radford et al., "Unsupervised Representation Learning with Deep
+Architectures are the course's (the RDFIA TP2-de handout, sections 2.4 and 2.5, and its task
+sheet), after Radford et al., "Unsupervised Representation Learning with Deep
 Convolutional Generative Adversarial Networks" (DCGAN, arXiv:1511.06434), for 32x32 images
 (MNIST padded by 2 pixels). The conditional pair follows Mirza & Osindero, "Conditional
 Generative Adversarial Nets" (arXiv:1411.1784) with the course's two-branch layout: the noise
