@@ -192,6 +192,17 @@ class TimedLoop:
         return count_step_flops(lambda *state: self.step(*state, batch), *self.state)
 
 
+def side_by_side_parser(description: str, batches: int, chunk: int, warmup: int) -> argparse.ArgumentParser:
+    """The flags of a benchmark timed with :func:`time_side_by_side`, with its defaults:
+    ``--batches``, ``--chunk``, ``--warmup`` and ``--data-root``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--batches", type=int, default=batches, help="timed batches per loop")
+    parser.add_argument("--chunk", type=int, default=chunk, help="batches per alternating chunk")
+    parser.add_argument("--warmup", type=int, default=warmup, help="untimed batches per loop first")
+    parser.add_argument("--data-root", default=None)
+    return parser
+
+
 def time_side_by_side(loops: list[TimedLoop], batches: int, chunk: int, warmup: int,
                       peak: PeakMeter) -> dict[str, float]:
     """Seconds per batch of each loop: ``warmup`` untimed steps each, then ``batches`` timed ones

@@ -18,14 +18,13 @@ Needs the MNIST files (``--data-root`` or ``HW_DATA_ROOT``); without them it exi
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import math
 
 import torch
 
 from common import data as D
-from common.bench import PeakMeter, TimedLoop, print_side_by_side, reference_loader, time_side_by_side
+from common.bench import (PeakMeter, TimedLoop, print_side_by_side, reference_loader, side_by_side_parser,
+                          time_side_by_side)
 from common.cli import run_main
 from common.training import adam, autocast, get_device, resolve_precision
 from dcgan_mnist import Discriminator, Generator, train_step
@@ -50,14 +49,9 @@ def step_in(amp, g_loss: str):
 
 
 def main(argv=None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--batches", type=int, default=8, help="timed batches per loop")
-    parser.add_argument("--chunk", type=int, default=4, help="batches per alternating chunk")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed batches per loop first")
+    parser = side_by_side_parser(__doc__.splitlines()[0], batches=8, chunk=4, warmup=1)
     parser.add_argument("--precision", default=Config.precision, choices=["fp32", "bf16", "auto"],
                         help="our loop's precision (problem1_dcgan.py's default)")
-    parser.add_argument("--data-root", default=None)
     args = parser.parse_args(argv)
     cfg = Config()
     device = get_device("cpu")  # flushes denormals for our loop, as problem1_dcgan does

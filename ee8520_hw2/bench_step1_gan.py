@@ -17,14 +17,14 @@ Needs the MNIST files (``--data-root`` or ``HW_DATA_ROOT``); without them it exi
 """
 from __future__ import annotations
 
-import argparse
 import math
 
 import torch
 import torch.nn as nn
 
 from common import data as D
-from common.bench import PeakMeter, TimedLoop, print_side_by_side, reference_loader, time_side_by_side
+from common.bench import (PeakMeter, TimedLoop, print_side_by_side, reference_loader, side_by_side_parser,
+                          time_side_by_side)
 from common.cli import run_main
 from common.training import adam, get_device
 from hw2_step1_main import Step1Config
@@ -52,13 +52,8 @@ def models(cfg: Step1Config, make_adam):
 
 
 def main(argv=None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--batches", type=int, default=200, help="timed batches per loop")
-    parser.add_argument("--chunk", type=int, default=50, help="batches per alternating chunk")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed batches per loop first")
+    parser = side_by_side_parser(__doc__.splitlines()[0], batches=200, chunk=50, warmup=10)
     parser.add_argument("--threads", type=int, default=Step1Config.threads, help="CPU threads (Step 1's default)")
-    parser.add_argument("--data-root", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = Step1Config()
