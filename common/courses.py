@@ -104,5 +104,5 @@ if __name__ == "__main__":
     fig = sub.add_parser("figures", help="each run folder under outputs/ and how many PNGs it holds")
     fig.add_argument("--quick", action="store_true", help="the quick runs' folders (default: the full runs')")
     args = parser.parse_args()
-    listing = figures(quick=args.quick)
-    print("\n".join(listing) if listing else f"no {'quick ' if args.quick else ''}run folders under {shown(OUTPUTS)}/ yet")
+    kind = "quick " if args.quick else ""
+    print("\n".join(figures(quick=args.quick)) or f"no {kind}run folders under {shown(OUTPUTS)}/ yet")

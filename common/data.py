@@ -9,12 +9,13 @@ Files are read through torchvision, so its on-disk layout is the cache layout, a
 dataset is downloaded when a network exists. When it cannot be, :class:`DataError` carries one
 line that names the folder searched and how to provide the data; scripts turn it into exit code 2.
 
-Before :func:`load_split` reads a split, its files are checked against known sums: the sha256 of a known-good copy
-of each extracted MNIST / Fashion-MNIST file (``KNOWN_SHA256``) and torchvision's md5 of each
-archive (``<class>.resources``) that lies next to them. A file is hashed once: a match is cached in
-``<cache>/checksums.json`` under its path, size and mtime. A mismatch is a :class:`ChecksumError`
-that names the file, so a file with a valid header and random pixels never trains silently.
-(:func:`read_torchvision`, which the submitted notebooks inline, reads without the check.)
+Before :func:`load_split` reads a split, its files are checked against known sums: the sha256 of
+a known-good copy of each extracted MNIST / Fashion-MNIST file (``KNOWN_SHA256``) and
+torchvision's md5 of each archive (``<class>.resources``) that lies next to them. A file is hashed
+once: a match is cached in ``<cache>/checksums.json`` under its path, size and mtime. A mismatch
+is a :class:`ChecksumError` that names the file, so a file with a valid header and random pixels
+never trains silently. (:func:`read_torchvision`, which the submitted notebooks inline, reads
+without the check.)
 
 Quick runs (``--quick``) use a few hundred images. When the full set is absent they fall back to
 the sample shipped in ``common/sample_data/`` (real MNIST and Fashion-MNIST images) or, for
@@ -112,8 +113,8 @@ class Split:
 # --------------------------------------------------------------------------------------------
 # Checksums
 
-# sha256 of the extracted files torchvision reads, from a known-good copy (checked against
-# torchvision's archive md5s when it was downloaded). Paths relative to the data root.
+# sha256 of the extracted files torchvision reads, from the known-good copy the project trains on
+# (its SHA256SUMS). Paths relative to the data root.
 KNOWN_SHA256 = {
     "MNIST/raw/train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
     "MNIST/raw/train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
@@ -177,10 +178,13 @@ def verify_files(info: DatasetInfo, split: str, root: Path) -> bool:
                 f"{info.title} file ({expected[:12]}...); delete it and download again, or point "
                 f"--data-root / HW_DATA_ROOT at a good copy.")
         cache[key], changed = stamp, True
-    if changed and cache_file is not None:  # written whole, then renamed: a concurrent reader never sees half a file
-        with tempfile.NamedTemporaryFile("w", dir=cache_file.parent, suffix=".tmp", delete=False) as f:
-            json.dump(cache, f, indent=0)
-        os.replace(f.name, cache_file)
+    if changed and cache_file is not None:
+        try:  # written whole, then renamed: a concurrent reader never sees half a file
+            with tempfile.NamedTemporaryFile("w", dir=cache_file.parent, suffix=".tmp", delete=False) as f:
+                json.dump(cache, f, indent=0)
+            os.replace(f.name, cache_file)
+        except OSError:  # the cache could not be written: the files are hashed again next time
+            pass
     return True
 
 
