@@ -37,7 +37,8 @@ test: $(STAMP) ## run the test suite (quick end-to-end runs included)
 
 demo: $(STAMP) ## run every assignment part in quick mode (a few minutes) and list the figures
 	$(MAKE) --no-print-directory ee8520 csc8851 assignment3 ece685d rdfia QUICK=1
-	@echo "Figures and metrics are in the quick run folders under outputs/<course>/<part>/ (names ending in quick)."
+	@echo "Figures and metrics went to these quick run folders:"
+	@$(PY) -m common.courses figures --quick
 
 judges: $(STAMP) ## train and cache the MNIST and Fashion-MNIST judge classifiers
 	$(PY) -m common.judges

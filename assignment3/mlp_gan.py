@@ -1,6 +1,6 @@
 """Assignment 3: the MLP GAN of the handout (Figure 1) and the training pieces every part shares.
 
-Handout: ``shared/handouts/assignment3.md`` (Part I TODO-1..TODO-5, Part II studies). The GAN is
+Handout: the Assignment 3 handout (Part I TODO-1..TODO-5, Part II studies). The GAN is
 Goodfellow et al., "Generative Adversarial Nets" (2014), with the non-saturating generator loss.
 
 * TODO-1 ``Generator`` (100 -> 256 -> 512 -> 1024 -> 784, Tanh) and ``Discriminator``

@@ -6,8 +6,9 @@
 Each benchmark prints ``<name> speedup: <ratio>x`` (a script's last line is one) and, for a training loop,
 ``<name> share of peak: <percent>%`` before it: the loop's achieved GFLOP/s over the CPU's
 matmul peak in the loop's precision, both measured in the same process (``count_flops``,
-``PeakMeter``, ``print_share``). The course benchmarks live beside their models
-(``<course>/bench_*.py``); this module runs them and collects those lines.
+``PeakMeter``, ``print_share``); ``TimedLoop``, ``time_side_by_side`` and ``print_side_by_side``
+time a baseline and our loop in alternating chunks and print both lines. The course benchmarks
+live beside their models (``<course>/bench_*.py``); this module runs them and collects the lines.
 """
 from __future__ import annotations
 
@@ -141,11 +142,103 @@ def print_share(name: str, flops: float, seconds: float, precision: str, peak: P
     return share
 
 
-def bench_data(root=None, batch_size: int = 128, repeats: int = 3) -> float:
-    """One MNIST train epoch of batches of 128 in [-1, 1]: TensorLoader vs DataLoader(ToTensor + Normalize)."""
+# --------------------------------------------------------------------------------------------
+# Side-by-side timing of training loops
+
+
+def reference_loader(root, batch_size: int = 128, drop_last: bool = False):
+    """What a plain script trains on: ``torchvision.datasets.MNIST`` with ``ToTensor`` and
+    ``Normalize((0.5,), (0.5,))`` PIL transforms through a shuffled ``DataLoader`` without workers;
+    batches of (images (N, 1, 28, 28) in [-1, 1], integer labels)."""
     import torchvision
     from torchvision import transforms
 
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+    ds = torchvision.datasets.MNIST(str(data_root(root)), train=True, download=False, transform=tf)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=drop_last, num_workers=0)
+
+
+class TimedLoop:
+    """One training loop under test: ``step(*state, batch)`` on batches drawn round and round from
+    ``loader``, with its own denormal setting (a plain script keeps PyTorch's default; ours flushes
+    them, as ``common.training.get_device`` does). ``state`` holds what the step updates (models,
+    optimizers), so that :meth:`flops` can count a step on copies of it."""
+
+    def __init__(self, name: str, step: Callable[..., Any], state: tuple, loader, flush_denormal: bool):
+        self.name, self.step, self.state, self.loader, self.flush = name, step, state, loader, flush_denormal
+        self.it = iter(loader)
+        self.seconds = 0.0
+
+    def next_batch(self):
+        try:
+            return next(self.it)
+        except StopIteration:
+            self.it = iter(self.loader)
+            return next(self.it)
+
+    def run(self, n: int, timed: bool = True) -> None:
+        """``n`` steps, data loading included; their seconds are added when ``timed``."""
+        torch.set_flush_denormal(self.flush)
+        start = time.perf_counter()
+        for _ in range(n):
+            self.step(*self.state, self.next_batch())
+        if timed:
+            self.seconds += time.perf_counter() - start
+
+    def flops(self) -> int:
+        """FLOPs of one step, counted on copies of the state (the loop is not moved on)."""
+        torch.set_flush_denormal(self.flush)
+        batch = self.next_batch()
+        return count_step_flops(lambda *state: self.step(*state, batch), *self.state)
+
+
+def side_by_side_parser(description: str, batches: int, chunk: int, warmup: int) -> argparse.ArgumentParser:
+    """The flags of a benchmark timed with :func:`time_side_by_side`, with its defaults:
+    ``--batches``, ``--chunk``, ``--warmup`` and ``--data-root``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--batches", type=int, default=batches, help="timed batches per loop")
+    parser.add_argument("--chunk", type=int, default=chunk, help="batches per alternating chunk")
+    parser.add_argument("--warmup", type=int, default=warmup, help="untimed batches per loop first")
+    parser.add_argument("--data-root", default=None)
+    return parser
+
+
+def time_side_by_side(loops: list[TimedLoop], batches: int, chunk: int, warmup: int,
+                      peak: PeakMeter) -> dict[str, float]:
+    """Seconds per batch of each loop: ``warmup`` untimed steps each, then ``batches`` timed ones
+    in alternating chunks of ``chunk``, so that load from other processes hits every loop alike;
+    the peak is sampled before the first chunk and after each round."""
+    for loop in loops:
+        loop.run(warmup, timed=False)
+    peak.sample()
+    done = 0
+    while done < batches:
+        n = min(chunk, batches - done)
+        for loop in loops:
+            loop.run(n)
+        done += n
+        peak.sample()
+    return {loop.name: loop.seconds / batches for loop in loops}
+
+
+def print_side_by_side(name: str, loops: list[TimedLoop], per_batch: dict[str, float], epoch_batches: int,
+                       precision: str, peak: PeakMeter) -> float:
+    """Each loop's time per batch and per (extrapolated) epoch; then the last loop's (ours)
+    ``<name> share of peak`` and, last, ``<name> speedup: <ratio>x`` over the first (the
+    baseline). Returns the speedup."""
+    for loop in loops:
+        t = per_batch[loop.name]
+        print(f"{loop.name:<56} {t * 1000:8.2f} ms/batch  ~{t * epoch_batches:7.1f} s/epoch")
+    print(f"({epoch_batches} batches an epoch; {torch.get_num_threads()} thread(s))")
+    ours, baseline = per_batch[loops[-1].name], per_batch[loops[0].name]
+    print_share(name, loops[-1].flops(), ours, precision, peak, what="batch")
+    ratio = baseline / ours
+    print(f"{name} speedup: {ratio:.2f}x")
+    return ratio
+
+
+def bench_data(root=None, batch_size: int = 128, repeats: int = 3) -> float:
+    """One MNIST train epoch of batches of 128 in [-1, 1]: TensorLoader vs DataLoader(ToTensor + Normalize)."""
     root = data_root(root)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
@@ -153,10 +246,7 @@ def bench_data(root=None, batch_size: int = 128, repeats: int = 3) -> float:
     x = D.images(split, scale="tanh")
     load_s = time.perf_counter() - t0
     ours = D.TensorLoader(x, split.y, batch_size=batch_size, seed=0)
-    tv = torchvision.datasets.MNIST(str(root), train=True, download=False,
-                                    transform=transforms.Compose([transforms.ToTensor(),
-                                                                  transforms.Normalize((0.5,), (0.5,))]))
-    baseline = torch.utils.data.DataLoader(tv, batch_size=batch_size, shuffle=True, num_workers=0)
+    baseline = reference_loader(root, batch_size)
 
     def epoch(loader) -> float:
         start, total = time.perf_counter(), 0.0

@@ -9,6 +9,14 @@ Files are read through torchvision, so its on-disk layout is the cache layout, a
 dataset is downloaded when a network exists. When it cannot be, :class:`DataError` carries one
 line that names the folder searched and how to provide the data; scripts turn it into exit code 2.
 
+Before :func:`load_split` reads a split, its files are checked against known sums: the sha256 of
+a known-good copy of each extracted MNIST / Fashion-MNIST file (``KNOWN_SHA256``) and
+torchvision's md5 of each archive (``<class>.resources``) that lies next to them. A file is hashed
+once: a match is cached in ``<cache>/checksums.json`` under its path, size and mtime. A mismatch
+is a :class:`ChecksumError` that names the file, so a file with a valid header and random pixels
+never trains silently. (:func:`read_torchvision`, which the submitted notebooks inline, reads
+without the check.)
+
 Quick runs (``--quick``) use a few hundred images. When the full set is absent they fall back to
 the sample shipped in ``common/sample_data/`` (real MNIST and Fashion-MNIST images) or, for
 KMNIST and CIFAR-10 which are not shipped, to small generated data, and say so.
@@ -16,8 +24,12 @@ KMNIST and CIFAR-10 which are not shipped, to small generated data, and say so.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import lzma
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .paths import data_root, is_writable
+from .paths import cache_dir, data_root, is_writable
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
 QUICK_SIZES = {"train": 512, "test": 256}
@@ -37,6 +49,11 @@ class DataError(RuntimeError):
 
     def _render_traceback_(self):  # IPython shows this line instead of a traceback
         return [f"DataError: {self}"]
+
+
+class ChecksumError(DataError):
+    """A data file that does not match its known sum. Quick runs do not fall back to the sample
+    over it: the file is there and wrong, and the user should know."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +108,84 @@ class Split:
 
     def subset(self, index: torch.Tensor) -> "Split":
         return Split(self.x[index], self.y[index], self.info, self.split, self.source)
+
+
+# --------------------------------------------------------------------------------------------
+# Checksums
+
+# sha256 of the extracted files torchvision reads, from the known-good copy the project trains on
+# (its SHA256SUMS). Paths relative to the data root.
+KNOWN_SHA256 = {
+    "MNIST/raw/train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "MNIST/raw/train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "MNIST/raw/t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "MNIST/raw/t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    "FashionMNIST/raw/train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "FashionMNIST/raw/train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "FashionMNIST/raw/t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "FashionMNIST/raw/t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+
+
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _known_sums(info: DatasetInfo, split: str, root: Path) -> list[tuple[Path, str, str]]:
+    """(path, algorithm, expected digest) for each file of ``split`` that is present and has a known sum."""
+    import torchvision
+
+    cls = getattr(torchvision.datasets, info.torchvision_class)
+    raw = root / info.folder / "raw"
+    prefix = "train" if split == "train" else "t10k"
+    sums = []
+    for archive, md5 in getattr(cls, "resources", ()):
+        if not archive.startswith(prefix):
+            continue
+        extracted = raw / archive.removesuffix(".gz")
+        sha = KNOWN_SHA256.get(f"{info.folder}/raw/{extracted.name}")
+        sums += [(extracted, "sha256", sha)] if sha else []
+        sums += [(raw / archive, "md5", md5)]
+    return [(path, alg, digest) for path, alg, digest in sums if path.is_file()]
+
+
+def verify_files(info: DatasetInfo, split: str, root: Path) -> bool:
+    """Check the files of a split against their known sums, hashing each file only once: a match
+    is remembered by path, size and mtime in ``checksums.json`` under the cache folder. Whether
+    there was any file to check."""
+    sums = _known_sums(info, split, root)
+    if not sums:
+        return False
+    try:
+        cache_file = cache_dir(root) / "checksums.json"
+        cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+    except (OSError, ValueError):  # no writable cache folder, or a damaged cache: hash again
+        cache_file, cache = None, {}
+    changed = False
+    for path, algorithm, expected in sums:
+        st = path.stat()
+        key, stamp = str(path.resolve()), [st.st_size, st.st_mtime_ns, expected]
+        if cache.get(key) == stamp:
+            continue
+        actual = file_digest(path, algorithm)
+        if actual != expected:
+            raise ChecksumError(
+                f"{path} is corrupt or truncated: its {algorithm} {actual[:12]}... is not that of the "
+                f"{info.title} file ({expected[:12]}...); delete it and download again, or point "
+                f"--data-root / HW_DATA_ROOT at a good copy.")
+        cache[key], changed = stamp, True
+    if changed and cache_file is not None:
+        try:  # written whole, then renamed: a concurrent reader never sees half a file
+            with tempfile.NamedTemporaryFile("w", dir=cache_file.parent, suffix=".tmp", delete=False) as f:
+                json.dump(cache, f, indent=0)
+            os.replace(f.name, cache_file)
+        except OSError:  # the cache could not be written: the files are hashed again next time
+            pass
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,10 +287,13 @@ def load_split(name: str, split: str = "train", root=None, quick: bool = False, 
     info = dataset_info(name)
     root = data_root(root)
     try:
+        checked = verify_files(info, split, root)  # before reading: the message names the bad file
         x, y = _read_torchvision(info, split, root)
+        if not checked:  # just downloaded
+            verify_files(info, split, root)
         source = "full"
-    except DataError:
-        if not quick:
+    except DataError as exc:
+        if not quick or isinstance(exc, ChecksumError):
             raise
         sample = _read_sample(info, split)
         if sample is not None:

@@ -5,7 +5,7 @@ every figure of Parts 2-4 plus a measured quality table; the notebook template
 ``CSC8851_F2025_HW2_YourName.ipynb`` has the same definitions written into its cells when it is built.
 
 
-Spec: ``shared/handouts/csc8851_hw2.md``. Papers: Gulrajani et al., "Improved Training of
+Spec: the CSC 8851 Homework 2 handout (Parts 1-4). Papers: Gulrajani et al., "Improved Training of
 Wasserstein GANs" (2017, gradient penalty); Miyato & Koyama, "cGANs with Projection
 Discriminator" (2018); Karras et al. / Yazici et al. for generator weight averaging (EMA).
 
@@ -85,8 +85,14 @@ def _up_block(cin: int, cout: int) -> nn.Sequential:
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+def class_index(y: torch.Tensor) -> torch.Tensor:
+    """Integer class labels (B,) for the label embeddings, from integer labels as torchvision's
+    datasets give them or from one-hot vectors (B, 10)."""
+    return y.long() if y.ndim == 1 else y.reshape(y.shape[0], -1).argmax(1)
+
+
 class Generator(nn.Module):
-    """G(z, y): [z (64) ; e_g(y) (32)] -> FC 4x4x128 -> 3 x (up, conv, BN, ReLU) 128->64->32->16
+    """G(z, y), y integer labels or one-hot: [z (64) ; e_g(y) (32)] -> FC 4x4x128 -> 3 x (up, conv, BN, ReLU) 128->64->32->16
     -> Conv 16->1 -> Tanh, a (B, 1, 32, 32) image in [-1, 1]."""
 
     def __init__(self, z_dim: int = 64, embed_dim: int = 32, num_classes: int = NUM_CLASSES, base: int = 128):
@@ -102,7 +108,7 @@ class Generator(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = self.fc(torch.cat([z, self.embed(y)], dim=1)).view(-1, self.base, 4, 4)
+        h = self.fc(torch.cat([z, self.embed(class_index(y))], dim=1)).view(-1, self.base, 4, 4)
         return self.to_image(self.blocks(h))
 
 
@@ -110,7 +116,7 @@ class Critic(nn.Module):
     """Projection critic D(x, y) = w^T f(x) + <f(x), e(y)>, f(x) = sum_{u,v} h(x)[:, :, u, v].
 
     Trunk: 3 x (Conv 4x4 s2 p1 -> LeakyReLU(0.2)) 1->32->64->128, 32->16->8->4. No normalization
-    layers and no sigmoid: raw scores of shape (B,), as WGAN-GP needs."""
+    layers and no sigmoid: raw scores of shape (B,), as WGAN-GP needs. y integer labels or one-hot."""
 
     def __init__(self, num_classes: int = NUM_CLASSES, proj_dim: int = 128):
         super().__init__()
@@ -134,7 +140,7 @@ class Critic(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         f = self.features(x)
-        return self.linear(f).squeeze(1) + (f * self.embed(y)).sum(dim=1)
+        return self.linear(f).squeeze(1) + (f * self.embed(class_index(y))).sum(dim=1)
 
 
 # --------------------------------------------------------------------------------------------

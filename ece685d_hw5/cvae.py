@@ -10,7 +10,8 @@ Conditional Generative Models", 2015):
 ``VAE(n_in=784, n_hid=400, z_dim=20)`` keeps the template's ``encode(x, c)``, ``decode(z, c)``
 and ``forward(x, c)`` and ignores ``c``. ``CVAE`` is the same network with the one-hot class
 concatenated to the input of the encoder (fc1) and of the decoder (fc3), so both q(z | x, c)
-and p(x | z, c) see the class; everything else (sizes, optimizer, batch, lr) is unchanged.
+and p(x | z, c) see the class; everything else (sizes, optimizer, batch, lr) is unchanged. ``c``
+may also be given as integer labels (N,), as torchvision's datasets yield them.
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ class VAE(nn.Module):
             return a
         if c is None:
             raise ValueError("the C-VAE needs the one-hot class c")
+        if c.ndim == 1:  # integer labels, as a loop over torchvision's Fashion-MNIST passes them
+            c = F.one_hot(c.long(), self.n_cond)
         return torch.cat([a, c.to(a.dtype)], dim=1)
 
     def encode(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

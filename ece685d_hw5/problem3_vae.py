@@ -60,17 +60,20 @@ class Config(BaseConfig):
 
 @torch.no_grad()
 def evaluate(model: VAE, x: torch.Tensor, c: torch.Tensor, seed: int = 1234, batch_size: int = 2000) -> dict:
-    """Negative ELBO and its terms, nats per image, with the same noise eps at every call."""
+    """Negative ELBO and its terms, nats per image, with the same noise eps at every call.
+
+    eps is drawn on the CPU from a generator seeded with ``seed`` and moved to the data's device,
+    so a model gets the same loss on any device (the global RNG is left alone); z = mu + sigma eps
+    as in ``VAE.reparameterize``."""
     model.eval()
     totals = np.zeros(3)
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size]
-            recon, mu, logvar = model(xb, c[i:i + batch_size])
-            out = loss_function(recon, xb, mu, logvar)
-            totals += [t.item() for t in out]
+    g = torch.Generator().manual_seed(seed)
+    for i in range(0, len(x), batch_size):
+        xb, cb = x[i:i + batch_size], c[i:i + batch_size]
+        mu, logvar = model.encode(xb, cb)
+        eps = torch.randn(mu.shape, generator=g).to(device=mu.device, dtype=mu.dtype)
+        recon = model.decode(mu + torch.exp(0.5 * logvar) * eps, cb)
+        totals += [t.item() for t in loss_function(recon, xb, mu, logvar)]
     loss, bce, kld = totals / len(x)
     return {"loss": loss, "bce": bce, "kld": kld}
 

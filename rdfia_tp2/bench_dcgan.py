@@ -26,14 +26,13 @@ speedup: <ratio>x`` and, last, ``dcgan epoch speedup: <ratio>x``. Needs the MNIS
 from __future__ import annotations
 
 import math
-import time
 import typing
 from dataclasses import dataclass, field
 
 import torch
 
 from common import data as D
-from common.bench import PeakMeter, count_step_flops, print_share
+from common.bench import PeakMeter, TimedLoop, print_share, time_side_by_side
 from common.cli import BaseConfig, parse_config, run_main
 from common.paths import data_root, run_dir
 from common.tables import write_table
@@ -70,25 +69,17 @@ def _models(device, nhwc: bool, cond: bool = False):
     return G, Dn, opts
 
 
-class Loop:
-    """One training loop (models, optimizers, batch source, numerics) that can run a few batches at a time."""
+class Loop(TimedLoop):
+    """One training loop (models, optimizers, batch source, numerics) that runs a few batches at a
+    time (``common.bench.TimedLoop``)."""
 
     def __init__(self, batches, device, precision: str, flush_denormal: bool, nhwc: bool = False,
                  freeze_d: bool = False, cond: bool = False):
-        self.G, self.D, (self.opt_G, self.opt_D) = _models(device, nhwc, cond)
-        self.batches, self.device, self.precision, self.flush = batches, device, precision, flush_denormal
-        self.freeze_d, self.cond = freeze_d, cond
-        self.it = iter(batches)
-        self.seconds = 0.0
+        G, Dn, (opt_G, opt_D) = _models(device, nhwc, cond)
+        self.device, self.precision, self.freeze_d, self.cond = device, precision, freeze_d, cond
+        super().__init__("", self.gan_step, (G, Dn, opt_G, opt_D), batches, flush_denormal)
 
-    def _next(self):
-        try:
-            return next(self.it)
-        except StopIteration:
-            self.it = iter(self.batches)
-            return next(self.it)
-
-    def step(self, G, Dn, opt_G, opt_D, batch) -> None:
+    def gan_step(self, G, Dn, opt_G, opt_D, batch) -> None:
         """One training step on a loader batch, as tp2_dcgan.py / tp2_cgan.py take it."""
         real = batch[0].to(self.device)
         z = torch.randn(real.shape[0], 100, 1, 1, device=self.device)
@@ -101,22 +92,6 @@ class Loop:
         out = gan_step(G, Dn, opt_G, opt_D, real, z, generator_loss_nonsaturating, self.device, self.precision,
                        cond_real=cond_real, cond_fake=cond_fake, freeze_d=self.freeze_d)
         float(out["d_loss"])  # the reference prints losses too; forces the step to finish
-
-    def run(self, n: int, timed: bool = True) -> None:
-        """``n`` batches, data loading included; the time is added when ``timed``."""
-        torch.set_flush_denormal(self.flush)
-        start = time.perf_counter()
-        for _ in range(n):
-            self.step(self.G, self.D, self.opt_G, self.opt_D, self._next())
-        if timed:
-            self.seconds += time.perf_counter() - start
-        torch.set_flush_denormal(True)
-
-    def flops(self) -> int:
-        """FLOPs of one step, counted on copies of the models and optimizers."""
-        torch.set_flush_denormal(self.flush)
-        batch = self._next()
-        return count_step_flops(lambda *state: self.step(*state, batch), self.G, self.D, self.opt_G, self.opt_D)
 
 
 def reference_loader(root, batch_size: int):
@@ -147,21 +122,11 @@ def bench(name: str, cfg, root, split, x, device, precision: str, cond: bool, ba
         f"ours (TensorLoader, {precision}, NHWC)": Loop(ours_loader, device, precision, True, nhwc=True,
                                                         freeze_d=True, cond=cond),
     }
-    for loop in loops.values():
-        loop.run(warmup, timed=False)
+    for k, loop in loops.items():
+        loop.name = k  # its row in the table
     # Interleaved blocks, so a busy shared CPU slows every loop alike; the peak is sampled between them.
-    block = max(1, min(block, batches))
-    done = 0
     peak = PeakMeter(precision)  # this model's rounds only: the load changes between the two models
-    peak.sample()
-    while done < batches:
-        n = min(block, batches - done)
-        for loop in loops.values():
-            loop.run(n)
-        done += n
-        peak.sample()
-
-    per = {k: loop.seconds / batches for k, loop in loops.items()}
+    per = time_side_by_side(list(loops.values()), batches, max(1, min(block, batches)), warmup, peak)
     rows = [{"loop": k, "seconds_per_batch": v, "epoch_seconds_extrapolated": v * n_epoch_batches} for k, v in per.items()]
     t = list(per.values())
     speedup = t[0] / t[-1]

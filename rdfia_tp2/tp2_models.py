@@ -1,7 +1,7 @@
 """RDFIA TP2-de: the DCGAN and conditional DCGAN of the practical, and their losses.
 
-Architectures are the course's (``shared/handouts/rdfia_tp2.md`` and the RDFIA section of
-``skeleton-interfaces.md``), after Radford et al., "Unsupervised Representation Learning with Deep
+Architectures are the course's (the RDFIA TP2-de handout, sections 2.4 and 2.5, and its task
+sheet), after Radford et al., "Unsupervised Representation Learning with Deep
 Convolutional Generative Adversarial Networks" (DCGAN, arXiv:1511.06434), for 32x32 images
 (MNIST padded by 2 pixels). The conditional pair follows Mirza & Osindero, "Conditional
 Generative Adversarial Nets" (arXiv:1411.1784) with the course's two-branch layout: the noise
@@ -168,8 +168,18 @@ class Discriminator(nn.Module):
         return _sigmoid_fp32(self.main, x).view(-1)
 
 
+def label_input(y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """The label as the conditional branches take it, (N, n_classes, h, w). Accepted as the
+    practical's loop may pass it: integer class labels (N,) straight from a torchvision dataset
+    (made one-hot), one-hot vectors (N, n_classes) or (N, n_classes, 1, 1), and, for the
+    discriminator, label maps already expanded to (N, n_classes, 32, 32), which are kept as they are."""
+    if y.ndim == 1:
+        y = F.one_hot(y.long(), n_classes)
+    return y if y.ndim == 4 else y.view(y.shape[0], -1, 1, 1)
+
+
 class ConditionalGenerator(nn.Module):
-    """(z, y one-hot) -> image (N, nc, 32, 32).
+    """(z, y one-hot or integer labels) -> image (N, nc, 32, 32).
 
     Noise branch ConvT(nz->256, 4, 1, 0) BN ReLU and label branch ConvT(10->256, 4, 1, 0) BN ReLU
     (both 4x4), concatenated to 512 channels; ConvT(512->256, 4, 2, 1) BN ReLU [8x8];
@@ -189,12 +199,13 @@ class ConditionalGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         hz = self.z_branch(z.view(z.shape[0], -1, 1, 1))
-        hy = self.y_branch(y.view(y.shape[0], -1, 1, 1).float())
+        hy = self.y_branch(label_input(y, self.n_classes).float())
         return _run(self.main, torch.cat([hz, hy], 1))
 
 
 class ConditionalDiscriminator(nn.Module):
-    """(image, y one-hot) -> D(x, y) in (0, 1), shape (N,).
+    """(image, y) -> D(x, y) in (0, 1), shape (N,); y one-hot, integer labels or the practical's
+    label maps already expanded to (N, 10, 32, 32) (:func:`label_input`).
 
     Image branch Conv(nc->64, 4, 2, 1) LReLU and label branch (y expanded to 10x32x32)
     Conv(10->64, 4, 2, 1) LReLU (both 16x16), concatenated to 128; Conv(128->256) BN LReLU [8x8];
@@ -213,7 +224,7 @@ class ConditionalDiscriminator(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        y_map = y.view(y.shape[0], -1, 1, 1).to(x.dtype).expand(-1, -1, x.shape[2], x.shape[3])
+        y_map = label_input(y, self.n_classes).to(x.dtype).expand(-1, -1, x.shape[2], x.shape[3])
         h = torch.cat([self.x_branch(x), self.y_branch(y_map)], 1)
         return _sigmoid_fp32(self.main, h).view(-1)
 

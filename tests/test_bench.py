@@ -82,7 +82,37 @@ def test_parse_summary_reads_every_benchmark_of_a_script():
     assert B.parse_summary(text) == {"cgan epoch": {"share": pytest.approx(0.768), "ratio": 2.55},
                                      "dcgan epoch": {"share": pytest.approx(0.565), "ratio": 2.17}}
     names = {n for _, _, targets in B.course_benchmarks() for n in targets}
-    assert {"pixelcnn training", "cgan epoch", "dcgan epoch", "wgan-gp epoch", "mlp gan epoch"} <= names
+    assert {"pixelcnn training", "cgan epoch", "dcgan epoch", "wgan-gp epoch", "mlp gan epoch",
+            "step1 gan epoch", "ece dcgan epoch"} <= names
+
+
+def test_side_by_side_timing_prints_share_then_speedup(capsys):
+    torch.manual_seed(0)
+    lin = nn.Linear(8, 4, bias=False)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    seen = []
+
+    def step(model, optimizer, batch):
+        seen.append(len(batch[0]))
+        optimizer.zero_grad()
+        model(batch[0]).pow(2).mean().backward()
+        optimizer.step()
+
+    batches = [(torch.randn(16, 8),), (torch.randn(16, 8),), (torch.randn(5, 8),)]
+    loops = [B.TimedLoop("baseline", step, (lin, opt), batches, False),
+             B.TimedLoop("ours", step, (lin, opt), batches, True)]
+    peak = B.PeakMeter("fp32")
+    peak.samples["fp32"] = [100.0]  # as if measured: no 2048^3 products in a unit test
+    peak.sample = lambda: None
+    per_batch = B.time_side_by_side(loops, batches=7, chunk=3, warmup=1, peak=peak)
+    assert len(seen) == 2 * (1 + 7) and set(per_batch) == {"baseline", "ours"}  # round and round the loader
+    assert all(v > 0 for v in per_batch.values())
+    before = lin.weight.detach().clone()
+    ratio = B.print_side_by_side("toy", loops, per_batch, 100, "fp32", peak)
+    assert torch.equal(lin.weight, before)  # FLOPs counted on copies
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == f"toy speedup: {ratio:.2f}x" and out[-2].startswith("toy share of peak: ")
+    assert B.parse_summary("\n".join(out))["toy"]["ratio"] == pytest.approx(ratio, abs=0.01)
 
 
 def test_dcgan_bench_quick_prints_share_and_speedup_lines(tmp_path):
@@ -98,3 +128,20 @@ def test_dcgan_bench_quick_prints_share_and_speedup_lines(tmp_path):
     found = B.parse_summary(proc.stdout)
     for name in ("cgan epoch", "dcgan epoch"):
         assert found[name]["ratio"] > 0 and 0 < found[name]["share"]
+
+
+@pytest.mark.parametrize("folder, script, name, args", [
+    ("ee8520_hw2", "bench_step1_gan.py", "step1 gan epoch", ["--batches", "4", "--chunk", "2", "--warmup", "1"]),
+    ("ece685d_hw5", "bench_dcgan.py", "ece dcgan epoch", ["--batches", "1", "--chunk", "1", "--warmup", "0"]),
+])
+def test_mlp_gan_and_ece_dcgan_benches_print_share_and_speedup(folder, script, name, args):
+    env = {k: v for k, v in os.environ.items() if k != "HW_QUICK"}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run([sys.executable, script, *args], cwd=ROOT / folder, env=env, capture_output=True,
+                          text=True, timeout=300)
+    if proc.returncode == 2:  # no full MNIST here (the benchmark needs it)
+        pytest.skip(proc.stderr.strip())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith(f"{name} speedup: ")
+    found = B.parse_summary(proc.stdout)[name]
+    assert found["ratio"] > 0 and 0 < found["share"]

@@ -1,6 +1,7 @@
 """common.data: loading, fallbacks, clear errors, transforms, splits and the in-memory loader."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -63,6 +64,62 @@ def test_full_mnist_and_truncated_copy(tmp_path):
     images.write_bytes(images.read_bytes()[: 16 + 784 * 5000])  # half the test images
     with pytest.raises(D.DataError, match="corrupt or truncated|look truncated"):
         D.load_split("mnist", "test", root=tmp_path)
+
+
+def _noise_mnist(root, seed=0):
+    """A data root whose MNIST test files have valid IDX headers and the full count of random
+    pixels and labels (torchvision reads them without complaint); the train files are stubs,
+    there only because torchvision wants all four before it reads either split."""
+    import numpy as np
+
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    n = 10000
+    header = lambda magic, *dims: np.array([magic, *dims], dtype=">u4").tobytes()  # noqa: E731
+    (raw / "t10k-images-idx3-ubyte").write_bytes(
+        header(0x803, n, 28, 28) + rng.integers(0, 256, n * 784, dtype=np.uint8).tobytes())
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(
+        header(0x801, n) + rng.integers(0, 10, n, dtype=np.uint8).tobytes())
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (raw / name).write_bytes(b"")
+    return raw
+
+
+def test_random_pixels_with_a_valid_header_fail_in_one_line(tmp_path):
+    raw = _noise_mnist(tmp_path)
+    with pytest.raises(D.ChecksumError):  # not the shipped sample in its place, either
+        D.load_split("mnist", "test", root=tmp_path, quick=True)
+    code = ("from common.cli import run_main\nfrom common.data import load_split\n"
+            "run_main(lambda argv: load_split('mnist', 'test'))\n")
+    env = {**os.environ, "HW_DATA_ROOT": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(raw / "t10k-images-idx3-ubyte") in lines[0] and "sha256" in lines[0]
+
+
+def test_a_good_file_is_hashed_once(tmp_path, monkeypatch):
+    raw = _noise_mnist(tmp_path)
+    files = [raw / "t10k-images-idx3-ubyte", raw / "t10k-labels-idx1-ubyte"]
+    # these files play the known-good copy
+    monkeypatch.setattr(D, "KNOWN_SHA256", {f"MNIST/raw/{f.name}": D.file_digest(f) for f in files})
+    hashed = []
+
+    def counting(path, algorithm="sha256"):
+        hashed.append(path.name)
+        return real(path, algorithm)
+
+    real = D.file_digest
+    monkeypatch.setattr(D, "file_digest", counting)
+    first = D.load_split("mnist", "test", root=tmp_path)
+    assert first.source == "full" and sorted(hashed) == sorted(f.name for f in files)
+    assert (tmp_path / "cache" / "checksums.json").exists()
+    D.load_split("mnist", "test", root=tmp_path)
+    assert len(hashed) == 2  # cached: not hashed again
+    os.utime(files[1], ns=(0, files[1].stat().st_mtime_ns + 10**9))
+    D.load_split("mnist", "test", root=tmp_path)
+    assert hashed[2:] == [files[1].name]  # a changed file is checked again
 
 
 def test_scaling_padding_resizing():

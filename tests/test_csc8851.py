@@ -96,6 +96,19 @@ def test_critic_layers_and_projection(capsys):
     assert "Critic" in capsys.readouterr().out
 
 
+def test_generator_and_critic_take_integer_labels_or_one_hot():
+    torch.manual_seed(0)
+    G, Dc = W.Generator().eval(), W.Critic().eval()
+    labels = torch.tensor([3, 7, 0, 9])  # as torchvision's MNIST gives them
+    one_hot = torch.eye(10)[labels]
+    z = torch.randn(4, 64)
+    with torch.no_grad():
+        x = G(z, labels)
+        assert torch.equal(G(z, one_hot), x)
+        assert torch.equal(Dc(x, one_hot), Dc(x, labels))
+        assert not torch.equal(Dc(x, labels.flip(0)), Dc(x, labels))
+
+
 # --------------------------------------------------------------------------------------------
 # Part 1: losses, GP and EMA against hand-computed values
 

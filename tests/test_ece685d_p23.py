@@ -200,6 +200,24 @@ def test_cvae_conditions_encoder_and_decoder_on_the_class():
     assert recon.shape == (3, 784) and mu.shape == (3, 20)
     with pytest.raises(ValueError):
         m.encode(x, None)
+    labels = torch.tensor([7, 8, 9])  # integer labels as torchvision's Fashion-MNIST yields them
+    assert torch.equal(m.encode(x, labels)[0], m.encode(x, c2)[0])
+    assert torch.equal(m.decode(z, labels), m.decode(z, c2))
+
+
+def test_evaluate_draws_the_same_noise_on_every_device_and_leaves_the_rng_alone():
+    import problem3_vae as p3
+
+    torch.manual_seed(0)
+    model, x, c = cv.CVAE(), torch.rand(50, 784), torch.eye(10)[torch.arange(50) % 10]
+    state = torch.get_rng_state()
+    first = p3.evaluate(model, x, c, batch_size=16)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert p3.evaluate(model, x, c, batch_size=16) == first
+    assert p3.evaluate(model, x, c, seed=5, batch_size=16) != first
+    if torch.cuda.is_available():  # the run may evaluate on CUDA and a test reload on the CPU
+        on_gpu = p3.evaluate(model.cuda(), x.cuda(), c.cuda(), batch_size=16)
+        assert math.isclose(on_gpu["loss"], first["loss"], rel_tol=1e-5)
 
 
 def test_loss_function_is_bce_plus_gaussian_kl():

@@ -83,6 +83,25 @@ def test_conditional_generator_uses_the_label():
     assert not torch.allclose(out[0], out[1])
 
 
+def test_conditional_pair_takes_labels_as_the_practical_passes_them():
+    """The practical's loop gives D label maps already expanded to 10 x 32 x 32 and G one-hot
+    (N, 10, 1, 1); a loop over torchvision's MNIST may pass the integer labels as they come."""
+    torch.manual_seed(0)
+    G, D = M.ConditionalGenerator(100, 10, 1).eval(), M.ConditionalDiscriminator(10, 1).eval()
+    labels = torch.tensor([3, 7, 0, 9])
+    one_hot = torch.eye(10)[labels]
+    maps = one_hot.view(4, 10, 1, 1).expand(-1, -1, 32, 32).contiguous()  # the practical's fill[y]
+    z = torch.randn(4, 100, 1, 1)
+    with torch.no_grad():
+        x = G(z, one_hot)
+        for y in (labels, one_hot.view(4, 10, 1, 1)):
+            assert torch.equal(G(z, y), x)
+        expected = D(x, one_hot)
+        for y in (labels, one_hot.view(4, 10, 1, 1), maps):
+            assert torch.equal(D(x, y), expected)
+        assert not torch.equal(D(x, labels.flip(0)), expected)  # the label still counts
+
+
 def test_weights_init_statistics():
     torch.manual_seed(0)
     G = M.Generator(100, 128, 1)

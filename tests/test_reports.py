@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from common import deliver, gallery, report
-from common.courses import courses
+from common.courses import courses, figures
 from helpers import ROOT
 
 REPORTS = {c.key: c.path / c.report for c in courses() if c.report}
@@ -240,3 +240,21 @@ def test_gallery_renders_in_headless_chromium(tmp_path):
     img = np.asarray(Image.open(shot).convert("RGB")).astype(float)
     assert img.std() > 10  # not a blank page
     assert (np.abs(np.diff(img, axis=2)).sum(2) > 60).mean() > 0.01  # the colourful fake figures are drawn
+
+
+def test_demo_lists_each_quick_run_folder_and_its_figures(tmp_path):
+    course = courses()[0]
+    for run, pngs in (("a/default_quick", 2), ("a/default", 1), ("b/x_quick", 0)):
+        (tmp_path / course.outputs / run / "imgs").mkdir(parents=True)
+        for i in range(pngs):
+            (tmp_path / course.outputs / run / "imgs" / f"{i}.png").touch()
+    (tmp_path / "notebooks" / "nb_quick" / "figures_quick").mkdir(parents=True)  # a notebook's own layout
+    (tmp_path / "notebooks" / "nb_quick" / "figures_quick" / "f.png").touch()
+    quick = figures(quick=True, outputs=tmp_path)
+    assert quick[0] == f"{course.title}:" and "notebooks:" in quick
+    assert any(line.endswith("default_quick/  (2 PNGs)") for line in quick)
+    assert any(line.endswith("x_quick/  (0 PNGs)") for line in quick)
+    assert any(line.endswith("nb_quick/figures_quick/  (1 PNG)") for line in quick)
+    assert not any(line.endswith("a/default/  (1 PNG)") for line in quick)
+    assert figures(quick=False, outputs=tmp_path)[1].endswith("default/  (1 PNG)")
+    assert figures(quick=True, outputs=tmp_path / "none") == []
