@@ -24,14 +24,15 @@ import torch
 
 from common import data as D
 from common.cli import BaseConfig, parse_config, run_main
+from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, run_path, shown
 from common.plotting import plot_bars, save_grid
 from common.tables import write_table
 from common.training import Run, get_device, resolve_precision, seed_everything
 from tp2_dcgan import PART as DCGAN_PART
-from tp2_dcgan import (COURSE, GENERATOR_LOSSES, Keep, channels_last, generate, load_data,
-                       make_optimizers, plot_training, train_epoch)
+from tp2_dcgan import (COURSE, GENERATOR_LOSSES, Keep, channels_last, generate, load_data, make_optimizers,
+                       make_step, plot_training, step_schedulers)
 from tp2_models import (ConditionalDiscriminator, ConditionalGenerator, conditional_grid_inputs, sample_z,
                         weights_init)
 
@@ -124,16 +125,13 @@ def main(argv=None) -> dict:
         y_fake = D.one_hot(torch.randint(0, n_classes, (len(real),), device=device), n_classes)
         return real, z, (y_real,), (y_fake,)
 
-    for epoch in range(start, cfg.epochs):
-        row = train_epoch(G, Dn, opt_G, opt_D, (sched_G, sched_D), loader, run, epoch, batch_inputs,
-                          g_loss_fn, device, precision, desc=f"cgan {epoch + 1}/{cfg.epochs}")
-        seconds = row["seconds"]
-        run.history.log_epoch(**row)
+    def end_of_epoch(ep):
         keep["progress"].append(generate(G, noise, device, precision, labels))
-        keep["progress_epochs"].append(epoch + 1)
-        print(f"[cgan] epoch {epoch + 1}/{cfg.epochs}: D loss {row['d_loss']:.3f}, G loss {row['g_loss']:.3f}, "
-              f"D(x, y) {row['D_x']:.3f}, D(G(z, y), y) {row['D_G_z']:.3f} ({seconds:.1f} s)")
-        run.checkpoint(epoch + 1, objects)
+        keep["progress_epochs"].append(ep.number)
+
+    train_epochs(make_step(G, Dn, opt_G, opt_D, batch_inputs, g_loss_fn, device, precision), loader, cfg.epochs,
+                 run=run, objects=objects, start=start, models=(G, Dn),
+                 on_epoch=[step_schedulers(opt_G, (sched_G, sched_D)), end_of_epoch], desc="cgan", label="cgan")
 
     plot_training(run, title, keep, col_labels=list(split.info.classes), xlabel="class y (one fixed z per column)")
     # The practical's closing test: rows = classes, columns share z.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,8 @@ from common.metrics import Evaluator
 from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_curves, plot_panels, save_grid
 from common.tables import write_table
-from common.training import Run, adam, autocast, get_device, progress, resolve_precision, seed_everything
+from common.loop import train_epochs
+from common.training import Run, adam, autocast, get_device, resolve_precision, seed_everything
 from tp2_models import (GENERATOR_LOSSES, Discriminator, Generator, discriminator_loss, lerp, sample_z, slerp,
                         weights_init)
 
@@ -151,33 +151,23 @@ def gan_step(G, D, opt_G, opt_D, real, z, g_loss_fn, device, precision, cond_rea
             "D_G_z": d_fake.detach().float().mean()}
 
 
-def train_epoch(G, Dn, opt_G, opt_D, scheds, loader, run: Run, epoch: int, batch_inputs, g_loss_fn, device,
-                precision: str, desc: str) -> dict:
-    """One epoch of ``gan_step`` over ``loader``, then one step of each LR scheduler.
-
-    ``batch_inputs(batch) -> (real, z, cond_real, cond_fake)`` turns a loader batch into the step's
-    inputs (the unconditional model has no conditions). Returns the epoch row: mean losses and D
-    outputs, the learning rate used, and the seconds it took.
-    """
-    G.train()
-    Dn.train()
-    t0 = time.perf_counter()
-    sums: dict[str, float] = {}
-    for batch in progress(loader, desc=desc):
+def make_step(G, Dn, opt_G, opt_D, batch_inputs, g_loss_fn, device, precision: str):
+    """The loop's step: ``gan_step`` on one loader batch. ``batch_inputs(batch) -> (real, z,
+    cond_real, cond_fake)`` turns it into the step's inputs (the unconditional model has no conditions)."""
+    def step(batch, i):
         real, z, cond_real, cond_fake = batch_inputs(batch)
-        out = gan_step(G, Dn, opt_G, opt_D, real, z, g_loss_fn, device, precision,
-                       cond_real=cond_real, cond_fake=cond_fake)
-        run.step += 1
-        run.guard(epoch, d_loss=out["d_loss"], g_loss=out["g_loss"])
-        vals = {k: float(v) for k, v in out.items()}
-        run.history.log_step(step=run.step, epoch=epoch + 1, **vals)
-        for k, v in vals.items():
-            sums[k] = sums.get(k, 0.0) + v
-    seconds = time.perf_counter() - t0
-    lr = opt_G.param_groups[0]["lr"]
-    for sched in scheds:
-        sched.step()
-    return {"epoch": epoch + 1, **{k: v / len(loader) for k, v in sums.items()}, "lr": lr, "seconds": seconds}
+        return gan_step(G, Dn, opt_G, opt_D, real, z, g_loss_fn, device, precision,
+                        cond_real=cond_real, cond_fake=cond_fake)
+    return step
+
+
+def step_schedulers(opt_G, scheds):
+    """An end-of-epoch callback: log the epoch's learning rate, then step each LR scheduler."""
+    def on_epoch(ep):
+        ep.row["lr"] = opt_G.param_groups[0]["lr"]
+        for sched in scheds:
+            sched.step()
+    return on_epoch
 
 
 def make_optimizers(cfg, G, D):
@@ -276,23 +266,21 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
         keep["fd"].append(evaluator.frechet(generate(G, sample_z(cfg.n_eval_epoch, cfg.nz, eval_g), device, precision)))
         keep["fd_epochs"].append(0)
 
-    for epoch in range(start, cfg.epochs):
-        row = train_epoch(G, Dn, opt_G, opt_D, (sched_G, sched_D), loader, run, epoch,
-                          lambda batch: (batch[0], torch.randn(len(batch[0]), cfg.nz, 1, 1, device=device), (), ()),
-                          g_loss_fn, device, precision, desc=f"{name} {epoch + 1}/{cfg.epochs}")
-        seconds = row["seconds"]
+    def end_of_epoch(ep):
         keep["progress"].append(generate(G, noise, device, precision))
-        keep["progress_epochs"].append(epoch + 1)
+        keep["progress_epochs"].append(ep.number)
         if per_epoch_fd:
             z_eval = sample_z(cfg.n_eval_epoch, cfg.nz, eval_g)
-            row["frechet_distance"] = evaluator.frechet(generate(G, z_eval, device, precision))
-            keep["fd"].append(row["frechet_distance"])
-            keep["fd_epochs"].append(epoch + 1)
-        run.history.log_epoch(**row)
-        print(f"[{name}] epoch {epoch + 1}/{cfg.epochs}: D loss {row['d_loss']:.3f}, G loss {row['g_loss']:.3f}, "
-              f"D(x) {row['D_x']:.3f}, D(G(z)) {row['D_G_z']:.3f}"
-              + (f", FD {row['frechet_distance']:.2f}" if "frechet_distance" in row else "") + f" ({seconds:.1f} s)")
-        run.checkpoint(epoch + 1, objects)
+            ep.row["frechet_distance"] = evaluator.frechet(generate(G, z_eval, device, precision))
+            keep["fd"].append(ep.row["frechet_distance"])
+            keep["fd_epochs"].append(ep.number)
+
+    def batch_inputs(batch):  # real images and fresh noise, no conditions
+        return batch[0], torch.randn(len(batch[0]), cfg.nz, 1, 1, device=device), (), ()
+
+    train_epochs(make_step(G, Dn, opt_G, opt_D, batch_inputs, g_loss_fn, device, precision), loader, cfg.epochs,
+                 run=run, objects=objects, start=start, models=(G, Dn),
+                 on_epoch=[step_schedulers(opt_G, (sched_G, sched_D)), end_of_epoch], desc=name, label=name)
 
     # Final figures and metrics from the trained generator.
     plot_training(run, title, keep)
