@@ -29,7 +29,8 @@ from common.metrics import Evaluator
 from common.paths import run_dir, shown, skeleton_imgs_dir
 from common.plotting import plot_panels, save_grid
 from common.tables import write_table
-from common.training import Run, adam, get_device, progress, seed_everything
+from common.loop import train_epochs
+from common.training import Run, adam, get_device, seed_everything
 from models.GAN import Discriminator, Generator, train_discriminator, train_generator
 
 COURSE_DIR = Path(__file__).resolve().parent
@@ -150,54 +151,42 @@ def train_main_loop(generator, discriminator, d_optimizer, g_optimizer, test_noi
                     images_path=None):
     """Alternate GAN updates: D on every batch, G only when ``n % d_freq == 0``.
 
-    After each epoch the fixed ``test_noise`` is rendered (``monitor_images``); with a ``run``
-    every step is logged to its history, losses are checked for NaN and a checkpoint is written.
+    Runs through the shared epoch loop (``common.loop``), which checks every step's losses for
+    NaN; after each epoch the fixed ``test_noise`` is rendered (``monitor_images``); with a
+    ``run`` every step and epoch is logged to its history and a checkpoint is written.
     Returns the per-step ``d_losses, d_losses_fake, g_losses, g_losses_fake`` of this call.
     """
     device = device if device is not None else next(generator.parameters()).device
     d_losses, d_losses_fake, g_losses, g_losses_fake = [], [], [], []
-    for epoch in range(start_epoch, num_epochs):
-        generator.train()
-        discriminator.train()
-        start, sums, counts = time.time(), {}, {}
-        bar = progress(train_loader, desc=f"GAN epoch {epoch + 1}/{num_epochs}", total=len(train_loader))
-        for n, (real, *_) in enumerate(bar):
-            real = real.to(device)
-            z = torch.randn(real.shape[0], dim_z, device=device)
-            fake_images = generator(z)
-            d_loss, outputs_real, outputs_fake, fake_loss = train_discriminator(
-                discriminator, d_optimizer, real, fake_images, criterion, device)
-            row = {"d_loss": d_loss.item(), "d_loss_fake": fake_loss.item(),
-                   "d_x": torch.sigmoid(outputs_real).mean().item(),
-                   "d_g_z": torch.sigmoid(outputs_fake).mean().item()}
-            d_losses.append(row["d_loss"])
-            d_losses_fake.append(row["d_loss_fake"])
-            if n % d_freq == 0:
-                outputs = discriminator(fake_images)  # D's fresh verdict after its update
-                g_loss, g_loss_fake = train_generator(generator, g_optimizer, outputs, criterion, device)
-                row.update(g_loss=g_loss.item(), g_loss_fake=g_loss_fake.item())
-                g_losses.append(row["g_loss"])
-                g_losses_fake.append(row["g_loss_fake"])
-            for k, v in row.items():
-                sums[k] = sums.get(k, 0.0) + v
-                counts[k] = counts.get(k, 0) + 1
-            if run is not None:
-                run.step += 1
-                run.history.log_step(epoch=epoch + 1, **row)
-                run.guard(epoch, **{k: row[k] for k in ("d_loss", "g_loss") if k in row})
-            if n % 50 == 0:
-                bar.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row.get('g_loss', float('nan')):.3f}")
+
+    def step(batch, n):
+        real = batch[0].to(device)
+        z = torch.randn(real.shape[0], dim_z, device=device)
+        fake_images = generator(z)
+        d_loss, outputs_real, outputs_fake, fake_loss = train_discriminator(
+            discriminator, d_optimizer, real, fake_images, criterion, device)
+        row = {"d_loss": d_loss.item(), "d_loss_fake": fake_loss.item(),
+               "d_x": torch.sigmoid(outputs_real).mean().item(),
+               "d_g_z": torch.sigmoid(outputs_fake).mean().item()}
+        d_losses.append(row["d_loss"])
+        d_losses_fake.append(row["d_loss_fake"])
+        if n % d_freq == 0:
+            outputs = discriminator(fake_images)  # D's fresh verdict after its update
+            g_loss, g_loss_fake = train_generator(generator, g_optimizer, outputs, criterion, device)
+            row.update(g_loss=g_loss.item(), g_loss_fake=g_loss_fake.item())
+            g_losses.append(row["g_loss"])
+            g_losses_fake.append(row["g_loss_fake"])
+        return row
+
+    def end_of_epoch(ep):
         fake = monitor_images(generator, test_noise, images_path)
         if snapshots is not None:
-            snapshots.add(epoch + 1, fake)
-        means = {k: sums[k] / counts[k] for k in sums}
-        seconds = time.time() - start
-        print(f"epoch {epoch + 1}/{num_epochs}: d_loss {means['d_loss']:.4f}  g_loss {means.get('g_loss', float('nan')):.4f}"
-              f"  D(x) {means['d_x']:.3f}  D(G(z)) {means['d_g_z']:.3f}  ({seconds:.1f} s)", flush=True)
-        if run is not None:
-            run.history.log_epoch(epoch=epoch + 1, seconds=seconds, **means)
-            run.checkpoint(epoch + 1, checkpoint_objects or {"G": generator, "D": discriminator,
-                                                             "opt_G": g_optimizer, "opt_D": d_optimizer})
+            snapshots.add(ep.number, fake)
+
+    train_epochs(step, train_loader, num_epochs, run=run, start=start_epoch, models=(generator, discriminator),
+                 objects=checkpoint_objects or {"G": generator, "D": discriminator, "opt_G": g_optimizer,
+                                                "opt_D": d_optimizer},
+                 guard=("d_loss", "g_loss"), on_epoch=[end_of_epoch], desc="GAN epoch", label="step1")
     return d_losses, d_losses_fake, g_losses, g_losses_fake
 
 
