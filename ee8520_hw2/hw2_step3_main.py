@@ -19,12 +19,10 @@ grey levels, so the numbers are not comparable with ELBOs on binarized MNIST.
 from __future__ import annotations
 
 import dataclasses
-import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -34,7 +32,8 @@ from common.metrics import Evaluator
 from common.paths import run_dir, shown, skeleton_imgs_dir
 from common.plotting import plot_embeddings, plot_latent_grid, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
-from common.training import NonFiniteLoss, Run, adam, get_device, load_checkpoint, progress, seed_everything
+from common.loop import train_epochs
+from common.training import NonFiniteLoss, Run, adam, get_device, load_checkpoint, seed_everything
 from models.VAE import VAE_model
 
 COURSE_DIR = Path(__file__).resolve().parent
@@ -191,36 +190,30 @@ def train_vae(cfg: Step3Config, folder: Path, train_x, test_x, device,
                        "test_images": len(test_x), "z_size": model.z_size})
     objects = {"model": model, "optimizer": optimizer, "loader": loader}
     start_epoch = run.resume(objects) if cfg.resume else 0
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        t0, sums, steps = time.time(), np.zeros(3), 0
-        try:
-            for (xb,) in progress(loader, desc=f"VAE epoch {epoch + 1}/{cfg.epochs}"):
-                loss, recon, kl = loss_func(model, xb, cfg.coeff, return_terms=True)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                values = (loss.item(), recon.item(), kl.item())
-                run.step += 1
-                run.guard(epoch, loss=values[0])
-                sums += values
-                steps += 1
-        except NonFiniteLoss as err:
-            if not (keep_last_good and run.ckpt_path.exists()):
-                raise
-            print(f"[step3] diverged: {err}")
-            load_checkpoint(run.ckpt_path, {"model": model, "history": run.history})
-            return model, run
-        train_loss, train_recon, train_kl = sums / steps
-        seconds = time.time() - t0
+
+    def step(batch, i):
+        loss, recon, kl = loss_func(model, batch[0], cfg.coeff, return_terms=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"train_loss": loss, "train_recon": recon, "train_kl": kl}
+
+    def end_of_epoch(ep):
         test = evaluate(model, test_x)
-        run.history.log_epoch(epoch=epoch + 1, train_loss=train_loss, train_recon=train_recon, train_kl=train_kl,
-                              train_neg_elbo=train_recon + train_kl, test_recon=test["recon"], test_kl=test["kl"],
-                              test_neg_elbo=test["neg_elbo"], test_mse=test["mse"], seconds=seconds)
-        print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {train_loss:.2f} (recon {train_recon:.2f}, KL {train_kl:.2f})"
-              f"  test -ELBO {test['neg_elbo']:.2f} (recon {test['recon']:.2f}, KL {test['kl']:.2f})"
-              f"  ({seconds:.1f} s)", flush=True)
-        run.checkpoint(epoch + 1, objects)
+        r = ep.row
+        ep.row = {**{k: r[k] for k in ("epoch", "train_loss", "train_recon", "train_kl")},
+                  "train_neg_elbo": r["train_recon"] + r["train_kl"], "test_recon": test["recon"],
+                  "test_kl": test["kl"], "test_neg_elbo": test["neg_elbo"], "test_mse": test["mse"],
+                  "seconds": r["seconds"]}
+
+    try:
+        train_epochs(step, loader, cfg.epochs, run=run, objects=objects, start=start_epoch, models=(model,),
+                     on_epoch=[end_of_epoch], log_steps=False, desc="VAE epoch", label="step3")
+    except NonFiniteLoss as err:
+        if not (keep_last_good and run.ckpt_path.exists()):
+            raise
+        print(f"[step3] diverged: {err}")
+        load_checkpoint(run.ckpt_path, {"model": model, "history": run.history})
     return model, run
 
 
