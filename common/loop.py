@@ -86,7 +86,7 @@ def train_epochs(step: Callable[[object, int], dict | None], loader: Iterable, e
             out = step(batch, i)
             if out is None:
                 continue
-            row = {k: float(v) for k, v in out.items()}
+            row = {k: float(v.item() if hasattr(v, "item") else v) for k, v in out.items()}
             losses = {k: row[k] for k in (guard if guard is not None else [k for k in row if "loss" in k]) if k in row}
             if run is not None:
                 run.step += 1
