@@ -28,7 +28,8 @@ from common.metrics import Evaluator
 from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
-from common.training import EpochSamples, Run, adam, autocast, get_device, progress, resolve_precision, seed_everything
+from common.loop import train_epochs
+from common.training import EpochSamples, Run, adam, autocast, get_device, resolve_precision, seed_everything
 from dcgan_mnist import (Discriminator, Generator, extract_features, generate, linear_probe,
                          remove_last_layer, train_step)
 
@@ -72,27 +73,14 @@ def train_gan(cfg: Config, run: Run, x_train: torch.Tensor, device, precision: s
                "loader": loader, "epoch_samples": samples}
     start = run.resume(objects) if cfg.resume else 0
     amp = lambda: autocast(device, precision)  # noqa: E731
-    for epoch in range(start, cfg.epochs):
-        G.train(), D.train()
-        t0 = time.time()
-        bar = progress(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}")
-        for (real,) in bar:
-            out = train_step(G, D, real, opt_G, opt_D, amp, cfg.g_loss)
-            run.step += 1
-            run.guard(epoch, d_loss=out["d_loss"], g_loss=out["g_loss"])
-            run.history.log_step(step=run.step, epoch=epoch + 1, **out)
-            bar.set_postfix(d=f"{out['d_loss']:.3f}", g=f"{out['g_loss']:.3f}")
-            if run.step % 100 == 0:  # a line for logs (the bar is silent outside a terminal)
-                print(f"  iteration {run.step}: D loss {out['d_loss']:.3f}, G loss {out['g_loss']:.3f} "
-                      f"({time.time() - t0:.0f} s into epoch {epoch + 1})", flush=True)
-        seconds = time.time() - t0
+
+    def end_of_epoch(ep):
         samples.rows.append(generate(G, fixed_z).cpu())
-        last = run.history.steps[-len(loader):]
-        means = {k: sum(r[k] for r in last) / len(last) for k in ("d_loss", "g_loss", "d_real", "d_fake")}
-        run.history.log_epoch(epoch=epoch + 1, seconds=seconds, **means)
-        run.checkpoint(epoch + 1, objects)
-        print(f"epoch {epoch + 1}/{cfg.epochs}: D loss {means['d_loss']:.3f}, G loss {means['g_loss']:.3f}, "
-              f"D(x) {means['d_real']:.2f}, D(G(z)) {means['d_fake']:.2f} ({seconds:.0f} s)")
+
+    # log_every: a line every 100 iterations for logs (the bar is silent outside a terminal)
+    train_epochs(lambda batch, i: train_step(G, D, batch[0], opt_G, opt_D, amp, cfg.g_loss), loader, cfg.epochs,
+                 run=run, objects=objects, start=start, models=(G, D), on_epoch=[end_of_epoch], log_every=100,
+                 label="problem 1")
     return G, D, D_random, samples
 
 
