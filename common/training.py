@@ -114,6 +114,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
+def resolved(device: torch.device, precision: str, data_source: str | None = None) -> dict:
+    """The resolved device, precision and data source under the one set of names every
+    ``config.json`` uses (``Run.advice`` reads ``precision_resolved``)."""
+    out = {"device_resolved": str(device), "precision_resolved": precision}
+    return {**out, "data_source": data_source} if data_source is not None else out
+
+
 def autocast(device: torch.device, precision: str):
     """A context that runs the block in bf16 autocast when ``precision == 'bf16'``."""
     if precision == "bf16":
@@ -430,9 +437,7 @@ class Run:
         flags = [k for k, v in self.config.items() if (k == "lr" or k.startswith("lr_")) and not k.endswith("_used")
                  and isinstance(v, (int, float, type(None))) and not isinstance(v, bool)]
         lr = " / ".join("--" + k.replace("_", "-") for k in flags) or "the learning rate"
-        resolved = [self.config[k] for k in ("precision_resolved", "resolved_precision", "precision_used", "precision")
-                    if k in self.config]
-        fp32 = " or use --precision fp32" if resolved and resolved[0] == "bf16" else ""
+        fp32 = " or use --precision fp32" if self.config.get("precision_resolved") == "bf16" else ""
         if self._good_checkpoint():
             return f"Lower {lr}{fp32}, and add --resume to go on from that checkpoint with the new value."
         return f"Run again with a lower {lr}{fp32}."
@@ -496,7 +501,8 @@ class Run:
 
     def _mismatch(self, ckpt: dict, key: str, exc: Exception) -> str:
         old = ckpt.get("config") or {}
-        ignore = {"resume", "epochs", "threads", "device", "out_dir", "data_root", "quick", "name"}
+        ignore = {"resume", "epochs", "threads", "device", "out_dir", "data_root", "quick", "name", "device_resolved",
+                  "precision_resolved", "data_source"}
         # flags of evaluation and figures never change a state dict: leave them out of the message
         cosmetic = ("eval", "show", "tsne", "snapshot", "probe", "psi", "grid", "interp")
         diff = [k for k, v in self.config.items() if k in old and old[k] != v and k not in ignore

@@ -30,7 +30,7 @@ from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
 from common.loop import train_epochs
 from common.training import (EpochSamples, Run, adam, autocast, ema_update, get_device, gradient_penalty, make_ema,
-                             resolve_precision, seed_everything)
+                             resolve_precision, resolved, seed_everything)
 
 COURSE, PART = "csc8851_hw2", "wgan_gp"
 PSIS = (3.0, 2.5, 2.0, 1.5, 1.0, 0.8, 0.6, 0.4, 0.2, 0.1)
@@ -303,8 +303,7 @@ def train(cfg: Config, out_dir=None, log=print) -> Result:
     precision = resolve_precision(cfg.precision, device)
     folder = run_dir(COURSE, PART, cfg.name, out_dir or cfg.out_dir, quick=cfg.quick)
     x_all, y_all, source = load_data(cfg, device)
-    run = Run(folder, {**cfg.to_dict(), "resolved_precision": precision, "device": str(device),
-                       "data_source": source, "n_train": len(x_all),
+    run = Run(folder, {**cfg.to_dict(), **resolved(device, precision, source), "n_train": len(x_all),
                        "preprocessing": "bilinear resize 28->32" if cfg.resize else "pad 28->32 with background (-1)"})
     G, G_ema, Dc = build(cfg, device)
     opt_G = adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))

@@ -29,7 +29,8 @@ from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
 from common.loop import train_epochs
-from common.training import EpochSamples, Run, adam, autocast, get_device, resolve_precision, seed_everything
+from common.training import (EpochSamples, Run, adam, autocast, get_device, resolve_precision, resolved,
+                             seed_everything)
 from dcgan_mnist import (Discriminator, Generator, extract_features, generate, linear_probe,
                          remove_last_layer, train_step)
 
@@ -139,9 +140,10 @@ def main(argv=None) -> None:
     cfg = parse_config(Config, argv, description=__doc__.splitlines()[0])
     device = get_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    run = Run(run_dir(COURSE, PART, cfg.name, cfg.out_dir, quick=cfg.quick), {**cfg.to_dict(), "precision_used": precision})
     train = load_split("mnist", "train", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
     test = load_split("mnist", "test", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
+    run = Run(run_dir(COURSE, PART, cfg.name, cfg.out_dir, quick=cfg.quick),
+              {**cfg.to_dict(), **resolved(device, precision, train.source)})
     print(f"[problem 1] {len(train)} train / {len(test)} test images ({train.source}); device {device}, "
           f"{precision}; run folder {run.dir}")
 

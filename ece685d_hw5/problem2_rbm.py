@@ -33,7 +33,7 @@ from common.loop import train_epochs
 from common.paths import run_dir, shown
 from common.plotting import plot_curves, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
-from common.training import Run, adam, get_device, seed_everything
+from common.training import Run, adam, get_device, resolved, seed_everything
 from gb_rbm import RBM, Standardizer, cd_step, reconstruction_mse
 
 COURSE, PART = "ece685d_hw5", "problem2"
@@ -102,7 +102,7 @@ def pca_reference(x_train: np.ndarray, x_test: np.ndarray, ms, seed: int) -> dic
 
 def train_one(cfg: Config, m: int, x_train, x_test, standardizer, folder, device):
     """Train one RBM with ``m`` hidden units (resuming if asked) and return it with its run."""
-    run = Run(folder / f"M{m}", {**cfg.to_dict(), "M": m})
+    run = Run(folder / f"M{m}", {**cfg.to_dict(), **resolved(device, cfg.precision), "M": m})
     seed_everything(cfg.seed)
     rbm = RBM(D, m, cfg.k, sigma=cfg.sigma).to(device)
     if cfg.visible_bias_init == "mean":
@@ -145,8 +145,8 @@ def main(argv=None):
     x_test = images(test, "unit", device=device).flatten(1)
     standardizer = Standardizer.fit(x_train, cfg.standardize)
     title = train.info.title + (f" ({train.source} data)" if train.source != "full" else "")
-    top = Run(folder, {**cfg.to_dict(), "data_source": train.source, "n_train": len(train), "n_test": len(test),
-                       "standardize_mean": standardizer.mean, "standardize_std": standardizer.std})
+    top = Run(folder, {**cfg.to_dict(), **resolved(device, cfg.precision, train.source), "n_train": len(train),
+                       "n_test": len(test), "standardize_mean": standardizer.mean, "standardize_std": standardizer.std})
     print(f"{title}: {len(train)} train / {len(test)} test images -> {shown(folder)}")
 
     # The same originals in every figure; shown standardized with the train-set statistics.

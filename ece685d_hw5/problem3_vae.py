@@ -35,7 +35,7 @@ from common.metrics import Evaluator
 from common.paths import run_dir, shown
 from common.plotting import plot_embeddings, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
-from common.training import Run, adam, get_device, seed_everything
+from common.training import Run, adam, get_device, resolved, seed_everything
 from cvae import CVAE, VAE, load_best, loss_function, save_best
 
 COURSE, PART = "ece685d_hw5", "problem3"
@@ -79,7 +79,7 @@ def evaluate(model: VAE, x: torch.Tensor, c: torch.Tensor, seed: int = 1234, bat
 def train_model(kind: str, cfg: Config, data: dict, folder, device):
     """Train one model, keeping the best-validation weights; returns it reloaded from them."""
     title, cls = MODELS[kind]
-    run = Run(folder / kind, {**cfg.to_dict(), "model": kind})
+    run = Run(folder / kind, {**cfg.to_dict(), **resolved(device, cfg.precision), "model": kind})
     seed_everything(cfg.seed)
     model = cls().to(device)
     optimizer = adam(model.parameters(), lr=cfg.lr)
@@ -136,7 +136,7 @@ def main(argv=None):
             "x_val": x_all[val_idx.to(device)], "c_val": c_all[val_idx.to(device)]}
     x_test, y_test = images(test, "unit", device=device).flatten(1), test.y
     c_test = one_hot(y_test).to(device)
-    top = Run(folder, {**cfg.to_dict(), "data_source": train.source, "n_train": len(train_idx),
+    top = Run(folder, {**cfg.to_dict(), **resolved(device, cfg.precision, train.source), "n_train": len(train_idx),
                        "n_val": len(val_idx), "n_test": len(test)})
     print(f"Fashion-MNIST ({train.source}): {len(train_idx)} train / {len(val_idx)} validation / "
           f"{len(test)} test images -> {folder}")

@@ -30,7 +30,7 @@ from common.paths import run_dir, shown, skeleton_imgs_dir
 from common.plotting import plot_panels, save_grid
 from common.tables import write_table
 from common.loop import train_epochs
-from common.training import Run, adam, get_device, seed_everything
+from common.training import Run, adam, get_device, resolved, seed_everything
 from models.GAN import Discriminator, Generator, train_discriminator, train_generator
 
 COURSE_DIR = Path(__file__).resolve().parent
@@ -210,7 +210,7 @@ def save_epoch_samples(snapshots: Snapshots, path, max_rows: int = 10):
 
 
 def train_one(cfg: Step1Config, folder: Path, train_x: torch.Tensor, device, evaluator: Evaluator | None,
-              imgs_dir: Path | None) -> dict:
+              imgs_dir: Path | None, data_source: str | None = None) -> dict:
     """Train one configuration into ``folder``; returns its summary (losses, D outputs, judge report)."""
     seed_everything(cfg.seed)
     generator = Generator(cfg.dim_z, cfg.g_channels).to(device)
@@ -222,8 +222,8 @@ def train_one(cfg: Step1Config, folder: Path, train_x: torch.Tensor, device, eva
     loader = TensorLoader(train_x, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
     test_noise = fixed_noise(64, cfg.dim_z, cfg.seed, device)
     snapshots = Snapshots()
-    run = Run(folder, {**cfg.to_dict(), "lr_d_used": lr_d, "lr_g_used": lr_g, "device": str(device),
-                       "train_images": len(train_x)})
+    run = Run(folder, {**cfg.to_dict(), "lr_d_used": lr_d, "lr_g_used": lr_g,
+                       **resolved(device, cfg.precision, data_source), "train_images": len(train_x)})
     objects = {"G": generator, "D": discriminator, "opt_G": g_optimizer, "opt_D": d_optimizer,
                "loader": loader, "snapshots": snapshots}
     start_epoch = run.resume(objects) if cfg.resume else 0
@@ -277,7 +277,7 @@ def resolve_ablations(spec: str) -> list[str]:
     return names
 
 
-def run_ablations(cfg: Step1Config, train_x, device, evaluator) -> Path:
+def run_ablations(cfg: Step1Config, train_x, device, evaluator, data_source: str | None = None) -> Path:
     """Each named ablation in its own sub-folder, then a loss overlay, a sample panel and a table."""
     base = run_dir("ee8520", "step1", "ablations", cfg.out_dir, quick=cfg.quick)
     results = {}
@@ -285,7 +285,7 @@ def run_ablations(cfg: Step1Config, train_x, device, evaluator) -> Path:
         description, changes = ABLATIONS[name]
         print(f"[step1] ablation {name}: {description}")
         sub = dataclasses.replace(cfg, epochs=cfg.ablation_epochs, **changes)
-        results[name] = train_one(sub, base / name, train_x, device, evaluator, imgs_dir=None)
+        results[name] = train_one(sub, base / name, train_x, device, evaluator, imgs_dir=None, data_source=data_source)
 
     def per_epoch(key):
         return {n: ([e["epoch"] for e in r["epoch_curves"]], [e.get(key, np.nan) for e in r["epoch_curves"]])
@@ -322,12 +322,12 @@ def main(argv=None) -> None:
     train_x = images(train, scale="tanh", device=device).reshape(len(train), -1)
     evaluator = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root) if cfg.n_eval > 0 else None
     if cfg.ablation:
-        base = run_ablations(cfg, train_x, device, evaluator)
+        base = run_ablations(cfg, train_x, device, evaluator, train.source)
         print(f"[step1] ablation figures and table in {base}")
         return
     folder = run_dir("ee8520", "step1", "gan", cfg.out_dir, quick=cfg.quick)
     imgs = skeleton_imgs_dir(COURSE_DIR, folder, cfg)
-    train_one(cfg, folder, train_x, device, evaluator, imgs)
+    train_one(cfg, folder, train_x, device, evaluator, imgs, train.source)
     print(f"[step1] figures in {shown(imgs)} and {shown(folder)}")
 
 

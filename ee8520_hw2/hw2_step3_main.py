@@ -33,7 +33,7 @@ from common.paths import run_dir, shown, skeleton_imgs_dir
 from common.plotting import plot_embeddings, plot_latent_grid, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
 from common.loop import train_epochs
-from common.training import NonFiniteLoss, Run, adam, get_device, load_checkpoint, seed_everything
+from common.training import NonFiniteLoss, Run, adam, get_device, load_checkpoint, resolved, seed_everything
 from models.VAE import VAE_model
 
 COURSE_DIR = Path(__file__).resolve().parent
@@ -176,7 +176,7 @@ def evaluate(model, x: torch.Tensor, batch: int = 2000) -> dict:
 
 
 def train_vae(cfg: Step3Config, folder: Path, train_x, test_x, device,
-              keep_last_good: bool = False) -> tuple[VAE_model, Run]:
+              keep_last_good: bool = False, data_source: str | None = None) -> tuple[VAE_model, Run]:
     """Train one configuration, logging train and test terms per epoch; checkpoint each epoch.
 
     A NaN loss stops the run (the last good checkpoint is kept). With ``keep_last_good`` (the
@@ -186,7 +186,7 @@ def train_vae(cfg: Step3Config, folder: Path, train_x, test_x, device,
     model = VAE_model(train_x.shape[1], cfg.hidden_dims).to(device)
     optimizer = adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loader = TensorLoader(train_x, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
-    run = Run(folder, {**cfg.to_dict(), "device": str(device), "train_images": len(train_x),
+    run = Run(folder, {**cfg.to_dict(), **resolved(device, cfg.precision, data_source), "train_images": len(train_x),
                        "test_images": len(test_x), "z_size": model.z_size})
     objects = {"model": model, "optimizer": optimizer, "loader": loader}
     start_epoch = run.resume(objects) if cfg.resume else 0
@@ -266,7 +266,7 @@ def finish_run(cfg, model, run, test_split, test_x, device, evaluator, imgs_dir:
     return metrics
 
 
-def run_sweep(cfg, train_x, test_split, test_x, device, evaluator) -> Path:
+def run_sweep(cfg, train_x, test_split, test_x, device, evaluator, data_source: str | None = None) -> Path:
     """Each SWEEP entry in its own sub-folder, then a table and an overlay of test -ELBO per epoch."""
     base = run_dir("ee8520", "step3", "sweep", cfg.out_dir, quick=cfg.quick)
     rows, curves = [], {}
@@ -278,7 +278,8 @@ def run_sweep(cfg, train_x, test_split, test_x, device, evaluator) -> Path:
         description, changes = SWEEP[name]
         print(f"[step3] sweep {name}: {description}")
         sub = dataclasses.replace(cfg, **changes)
-        model, run = train_vae(sub, base / name, train_x, test_x, device, keep_last_good=True)
+        model, run = train_vae(sub, base / name, train_x, test_x, device, keep_last_good=True,
+                               data_source=data_source)
         m = finish_run(sub, model, run, test_split, test_x, device, evaluator, imgs_dir=None)
         h = run.history.epochs
         diverged = len(h) < sub.epochs  # stopped by a NaN; evaluated at its last good epoch
@@ -314,12 +315,12 @@ def main(argv=None) -> None:
     test_x = images(test, scale="unit", device=device).reshape(len(test), -1)
     evaluator = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root) if cfg.n_eval > 0 else None
     if cfg.sweep:
-        base = run_sweep(cfg, train_x, test, test_x, device, evaluator)
+        base = run_sweep(cfg, train_x, test, test_x, device, evaluator, train.source)
         print(f"[step3] sweep table and figures in {base}")
         return
     folder = run_dir("ee8520", "step3", "vae", cfg.out_dir, quick=cfg.quick)
     imgs = skeleton_imgs_dir(COURSE_DIR, folder, cfg)
-    model, run = train_vae(cfg, folder, train_x, test_x, device)
+    model, run = train_vae(cfg, folder, train_x, test_x, device, data_source=train.source)
     finish_run(cfg, model, run, test, test_x, device, evaluator, imgs)
     print(f"[step3] figures in {shown(imgs)} and {shown(run.dir)}")
 

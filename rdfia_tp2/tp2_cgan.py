@@ -29,7 +29,7 @@ from common.metrics import Evaluator
 from common.paths import run_dir, run_path, shown
 from common.plotting import plot_bars, save_grid
 from common.tables import write_table
-from common.training import Run, get_device, resolve_precision, seed_everything
+from common.training import Run, get_device, resolve_precision, resolved, seed_everything
 from tp2_dcgan import PART as DCGAN_PART
 from tp2_dcgan import (COURSE, GENERATOR_LOSSES, Keep, channels_last, generate, load_data, make_optimizers,
                        make_step, plot_training, step_schedulers)
@@ -97,7 +97,7 @@ def main(argv=None) -> dict:
     n_classes = len(split.info.classes)
     y1h = D.one_hot(y, n_classes)
     folder = run_dir(COURSE, PART, "default", cfg.out_dir, quick=cfg.quick)
-    run = Run(folder, {**cfg.to_dict(), "precision_resolved": precision, "data_source": split.source,
+    run = Run(folder, {**cfg.to_dict(), **resolved(device, precision, split.source),
                        "n_train": len(split)})
     title = "Conditional DCGAN" + (" (quick)" if cfg.quick else "")
 

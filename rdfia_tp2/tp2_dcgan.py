@@ -28,7 +28,7 @@ from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_curves, plot_panels, save_grid
 from common.tables import write_table
 from common.loop import train_epochs
-from common.training import Run, adam, autocast, get_device, resolve_precision, seed_everything
+from common.training import Run, adam, autocast, get_device, resolve_precision, resolved, seed_everything
 from tp2_models import (GENERATOR_LOSSES, Discriminator, Generator, discriminator_loss, lerp, sample_z, slerp,
                         weights_init)
 
@@ -229,8 +229,8 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
     info = split.info
     folder = part_dir(cfg) / name
     folder.mkdir(parents=True, exist_ok=True)
-    run = Run(folder, {**cfg.to_dict(), "experiment": name, "precision_resolved": precision,
-                       "data_source": split.source, "n_train": len(split)})
+    run = Run(folder, {**cfg.to_dict(), "experiment": name, **resolved(device, precision, split.source),
+                       "n_train": len(split)})
     title = f"DCGAN {name}" + (" (quick)" if cfg.quick else "")
 
     G = Generator(cfg.nz, cfg.ngf, info.channels).to(device)
