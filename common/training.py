@@ -51,6 +51,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def fixed_noise(n: int, *shape: int, seed: int, device="cpu") -> torch.Tensor:
+    """z ~ N(0, I) of shape (n, *shape) from its own seeded stream (the global one is untouched),
+    drawn on the CPU so a seed gives the same z on every device: the noise of a run's sample
+    grids and evaluations, made once."""
+    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
 def check_device(name: str | None) -> None:
     """Raise :class:`ConfigError` unless ``name`` (``auto``, ``cpu``, ``cuda[:i]``, ``mps``) is a
     device this machine has."""

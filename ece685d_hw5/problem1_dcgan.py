@@ -29,7 +29,7 @@ from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
 from common.loop import train_epochs
-from common.training import (EpochSamples, Run, adam, autocast, get_device, resolve_precision, resolved,
+from common.training import (EpochSamples, Run, adam, autocast, fixed_noise, get_device, resolve_precision, resolved,
                              seed_everything)
 from dcgan_mnist import (Discriminator, Generator, extract_features, generate, linear_probe,
                          remove_last_layer, train_step)
@@ -68,7 +68,7 @@ def train_gan(cfg: Config, run: Run, x_train: torch.Tensor, device, precision: s
     opt_G = adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     opt_D = adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     loader = TensorLoader(x_train, batch_size=cfg.batch_size, drop_last=True, seed=cfg.seed)
-    fixed_z = torch.randn(10, cfg.nz, generator=torch.Generator().manual_seed(cfg.seed + 1)).to(device)
+    fixed_z = fixed_noise(10, cfg.nz, seed=cfg.seed + 1, device=device)
     samples = EpochSamples()
     objects = {"G": G, "D": D, "D_random": D_random, "opt_G": opt_G, "opt_D": opt_D,
                "loader": loader, "epoch_samples": samples}
@@ -87,7 +87,7 @@ def train_gan(cfg: Config, run: Run, x_train: torch.Tensor, device, precision: s
 
 def gan_figures(cfg: Config, run: Run, G, samples: EpochSamples, device) -> torch.Tensor:
     """12 samples (3 x 4), loss curves, samples across epochs; returns the 12 samples."""
-    z12 = torch.randn(12, cfg.nz, generator=torch.Generator().manual_seed(cfg.seed + 2)).to(device)
+    z12 = fixed_noise(12, cfg.nz, seed=cfg.seed + 2, device=device)
     twelve = generate(G, z12)
     save_grid(twelve, run.path("generated_samples.png"), nrow=4,
               title=f"12 DCGAN samples after {cfg.epochs} epoch(s)")
@@ -151,7 +151,7 @@ def main(argv=None) -> None:
     G, D, D_random, samples = train_gan(cfg, run, images(gan_train, "tanh", device=device), device, precision)
     gan_figures(cfg, run, G, samples, device)
     run.write_metrics(probe(cfg, run, D, D_random, train, test, device))
-    z = torch.randn(cfg.n_eval, cfg.nz, generator=torch.Generator().manual_seed(cfg.seed + 3)).to(device)
+    z = fixed_noise(cfg.n_eval, cfg.nz, seed=cfg.seed + 3, device=device)
     report = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root).report(generate(G, z))
     seconds = run.history.series("seconds", per="epoch")
     run.write_metrics({**report, "epochs": len(seconds), "seconds_per_epoch": run.history.seconds_per_epoch(),

@@ -30,7 +30,7 @@ from common.paths import run_dir, shown, skeleton_imgs_dir
 from common.plotting import plot_panels, save_grid
 from common.tables import write_table
 from common.loop import train_epochs
-from common.training import Run, adam, get_device, resolved, seed_everything
+from common.training import Run, adam, fixed_noise, get_device, resolved, seed_everything
 from models.GAN import Discriminator, Generator, train_discriminator, train_generator
 
 COURSE_DIR = Path(__file__).resolve().parent
@@ -194,11 +194,6 @@ def train_main_loop(generator, discriminator, d_optimizer, g_optimizer, test_noi
 # One run, the ablations, main
 
 
-def fixed_noise(n: int, dim_z: int, seed: int, device) -> torch.Tensor:
-    """The same noise for every run with the same seed (made on the CPU, so on every device)."""
-    return torch.randn(n, dim_z, generator=torch.Generator().manual_seed(seed)).to(device)
-
-
 def save_epoch_samples(snapshots: Snapshots, path, max_rows: int = 10):
     """One figure: a row of fixed-noise samples per epoch (at most ``max_rows`` epochs, evenly spaced)."""
     n = len(snapshots.epochs)
@@ -220,7 +215,7 @@ def train_one(cfg: Step1Config, folder: Path, train_x: torch.Tensor, device, eva
     g_optimizer = adam(generator.parameters(), lr=lr_g, betas=(cfg.beta1, 0.999))
     criterion = nn.BCEWithLogitsLoss()
     loader = TensorLoader(train_x, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
-    test_noise = fixed_noise(64, cfg.dim_z, cfg.seed, device)
+    test_noise = fixed_noise(64, cfg.dim_z, seed=cfg.seed, device=device)
     snapshots = Snapshots()
     run = Run(folder, {**cfg.to_dict(), "lr_d_used": lr_d, "lr_g_used": lr_g,
                        **resolved(device, cfg.precision, data_source), "train_images": len(train_x)})
@@ -249,7 +244,7 @@ def train_one(cfg: Step1Config, folder: Path, train_x: torch.Tensor, device, eva
     if evaluator is not None:
         generator.eval()
         with torch.no_grad():
-            z = fixed_noise(cfg.n_eval, cfg.dim_z, cfg.seed + 1, device)
+            z = fixed_noise(cfg.n_eval, cfg.dim_z, seed=cfg.seed + 1, device=device)
             samples = torch.cat([generator(z[i:i + 1000]) for i in range(0, len(z), 1000)]).cpu()
         report = evaluator.report(samples, value_range=(-1, 1))
     last = h.epochs[-1]

@@ -33,7 +33,8 @@ from common.paths import run_dir, shown, skeleton_imgs_dir
 from common.plotting import plot_embeddings, plot_latent_grid, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
 from common.loop import train_epochs
-from common.training import NonFiniteLoss, Run, adam, get_device, load_checkpoint, resolved, seed_everything
+from common.training import (NonFiniteLoss, Run, adam, fixed_noise, get_device, load_checkpoint, resolved,
+                             seed_everything)
 from models.VAE import VAE_model
 
 COURSE_DIR = Path(__file__).resolve().parent
@@ -249,8 +250,7 @@ def finish_run(cfg, model, run, test_split, test_x, device, evaluator, imgs_dir:
                         title="VAE latent space: mean of q(z|x) for each test image",
                         xlabel="$z_1$", ylabel="$z_2$")
     with torch.no_grad():
-        z = torch.randn(max(cfg.n_eval, 64), model.z_size, generator=torch.Generator().manual_seed(cfg.seed + 1))
-        samples = model.decode(z.to(device)).cpu()
+        samples = model.decode(fixed_noise(max(cfg.n_eval, 64), model.z_size, seed=cfg.seed + 1, device=device)).cpu()
     save_grid(samples[:64], run.path("prior_samples.png"), nrow=8, value_range=(0, 1),
               title="VAE: decoded samples z ~ N(0, I)")
     report = evaluator.report(samples[:cfg.n_eval], value_range=(0, 1)) if evaluator is not None else {}

@@ -29,12 +29,11 @@ from common.metrics import Evaluator
 from common.paths import run_dir, run_path, shown
 from common.plotting import plot_bars, save_grid
 from common.tables import write_table
-from common.training import Run, get_device, resolve_precision, resolved, seed_everything
+from common.training import Run, fixed_noise, get_device, resolve_precision, resolved, seed_everything
 from tp2_dcgan import PART as DCGAN_PART
 from tp2_dcgan import (COURSE, GENERATOR_LOSSES, Keep, channels_last, generate, load_data, make_optimizers,
                        make_step, plot_training, step_schedulers)
-from tp2_models import (ConditionalDiscriminator, ConditionalGenerator, conditional_grid_inputs, sample_z,
-                        weights_init)
+from tp2_models import ConditionalDiscriminator, ConditionalGenerator, conditional_grid_inputs, weights_init
 
 PART = "cgan"
 
@@ -111,7 +110,7 @@ def main(argv=None) -> dict:
     g_loss_fn = GENERATOR_LOSSES[cfg.g_loss]
 
     # Progress rows: one fixed z per column and the column's class 0..9 (one digit of each class).
-    noise = sample_z(n_classes, cfg.nz, torch.Generator().manual_seed(1234 + cfg.seed))
+    noise = fixed_noise(n_classes, cfg.nz, 1, 1, seed=1234 + cfg.seed)
     labels = D.one_hot(torch.arange(n_classes), n_classes)
     keep = Keep(progress=[generate(G, noise, device, precision, labels)], progress_epochs=[0])
     objects = {"G": G, "D": Dn, "opt_G": opt_G, "opt_D": opt_D, "sched_G": sched_G, "sched_D": sched_D,
@@ -145,7 +144,7 @@ def main(argv=None) -> dict:
     evaluator = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root)
     per = cfg.n_eval // n_classes
     y_eval = torch.arange(n_classes).repeat_interleave(per)
-    z_eval = sample_z(len(y_eval), cfg.nz, torch.Generator().manual_seed(2024 + cfg.seed))
+    z_eval = fixed_noise(len(y_eval), cfg.nz, 1, 1, seed=2024 + cfg.seed)
     samples = generate(G, z_eval, device, precision, D.one_hot(y_eval, n_classes))
     report = evaluator.report(samples, labels=y_eval)
     grid_probs = evaluator.probabilities(grid)

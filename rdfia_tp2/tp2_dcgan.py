@@ -28,7 +28,8 @@ from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_curves, plot_panels, save_grid
 from common.tables import write_table
 from common.loop import train_epochs
-from common.training import Run, adam, autocast, get_device, resolve_precision, resolved, seed_everything
+from common.training import (Run, adam, autocast, fixed_noise, get_device, resolve_precision, resolved,
+                             seed_everything)
 from tp2_models import (GENERATOR_LOSSES, Discriminator, Generator, discriminator_loss, lerp, sample_z, slerp,
                         weights_init)
 
@@ -178,11 +179,6 @@ def make_optimizers(cfg, G, D):
     return opt_G, opt_D, scheds
 
 
-def fixed_noise(nz: int, n: int, seed: int, offset: int = 1234) -> torch.Tensor:
-    """The same noise for every figure of a run (and every run with the same nz and seed)."""
-    return sample_z(n, nz, torch.Generator().manual_seed(offset + seed))
-
-
 def plot_training(run: Run, title: str, keep: Keep, value_range=(-1, 1), col_labels=None,
                   xlabel: str = "fixed z") -> None:
     h = run.history
@@ -242,7 +238,7 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
     opt_G, opt_D, (sched_G, sched_D) = make_optimizers(cfg, G, Dn)
     loader = D.TensorLoader(x, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
     g_loss_fn = GENERATOR_LOSSES[cfg.g_loss]
-    noise = fixed_noise(cfg.nz, 10, cfg.seed)
+    noise = fixed_noise(10, cfg.nz, 1, 1, seed=1234 + cfg.seed)
     keep = Keep(progress=[generate(G, noise, device, precision)], progress_epochs=[0], fd=[], fd_epochs=[])
     objects = {"G": G, "D": Dn, "opt_G": opt_G, "opt_D": opt_D, "sched_G": sched_G, "sched_D": sched_D,
                "loader": loader, "keep": keep}
@@ -284,7 +280,7 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
 
     # Final figures and metrics from the trained generator.
     plot_training(run, title, keep)
-    grid_noise = fixed_noise(cfg.nz, 64, cfg.seed, offset=777)
+    grid_noise = fixed_noise(64, cfg.nz, 1, 1, seed=777 + cfg.seed)
     save_grid(generate(G, grid_noise, device, precision), run.path("samples.png"), nrow=8,
               title=f"{title}: 64 samples after {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}")
     plot_interpolation(G, cfg.nz, device, precision, run.path("interpolation.png"), title, cfg.seed)
@@ -303,7 +299,7 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
                "frechet_per_epoch_n": cfg.n_eval_epoch}
     if has_judge:
         evaluator = get_evaluator()
-        z_eval = sample_z(cfg.n_eval, cfg.nz, torch.Generator().manual_seed(2024 + cfg.seed))
+        z_eval = fixed_noise(cfg.n_eval, cfg.nz, 1, 1, seed=2024 + cfg.seed)
         metrics.update(evaluator.report(generate(G, z_eval, device, precision)))
     else:
         metrics.update({"frechet_distance": None,
