@@ -24,11 +24,11 @@ import torch.nn as nn
 
 from common import data as D
 from common.cli import BaseConfig, parse_config, run_main
+from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
-from common.loop import train_epochs
 from common.training import (EpochSamples, Run, adam, autocast, ema_update, get_device, gradient_penalty, make_ema,
                              resolve_precision, resolved, seed_everything)
 

@@ -24,11 +24,11 @@ import torch
 
 from common.cli import BaseConfig, parse_config, run_main
 from common.data import TensorLoader, images, load_split, stratified_subset
+from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
-from common.loop import train_epochs
 from common.training import (EpochSamples, Run, adam, autocast, fixed_noise, get_device, resolve_precision, resolved,
                              seed_everything)
 from dcgan_mnist import (Discriminator, Generator, extract_features, generate, linear_probe,

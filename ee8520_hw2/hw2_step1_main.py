@@ -25,11 +25,11 @@ import torch.nn as nn
 
 from common.cli import BaseConfig, parse_config, run_main
 from common.data import TensorLoader, images, load_split
+from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown, skeleton_imgs_dir
 from common.plotting import plot_panels, save_grid
 from common.tables import write_table
-from common.loop import train_epochs
 from common.training import Run, adam, fixed_noise, get_device, resolved, seed_everything
 from models.GAN import Discriminator, Generator, train_discriminator, train_generator
 

@@ -28,11 +28,11 @@ import torch.nn.functional as F
 
 from common.cli import BaseConfig, parse_config, run_main
 from common.data import TensorLoader, images, load_split
+from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown, skeleton_imgs_dir
 from common.plotting import plot_embeddings, plot_latent_grid, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
-from common.loop import train_epochs
 from common.training import (NonFiniteLoss, Run, adam, fixed_noise, get_device, load_checkpoint, resolved,
                              seed_everything)
 from models.VAE import VAE_model

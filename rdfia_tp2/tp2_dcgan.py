@@ -23,11 +23,11 @@ import torch
 
 from common import data as D
 from common.cli import BaseConfig, parse_config, run_main
+from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_curves, plot_panels, save_grid
 from common.tables import write_table
-from common.loop import train_epochs
 from common.training import (Run, adam, autocast, fixed_noise, get_device, resolve_precision, resolved,
                              seed_everything)
 from tp2_models import (GENERATOR_LOSSES, Discriminator, Generator, discriminator_loss, lerp, sample_z, slerp,
