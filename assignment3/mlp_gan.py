@@ -9,9 +9,10 @@ Goodfellow et al., "Generative Adversarial Nets" (2014), with the non-saturating
 * TODO-2 ``nn.BCELoss`` and Adam (``make_optimizers``).
 * TODO-3 ``real_fake_labels``, ``d_loss_real``, ``d_loss_fake``, ``g_loss_fn``, freezing with
   ``set_requires_grad`` inside ``train_discriminator_step`` / ``train_generator_step``, and
-  ``train_epoch``.
-* ``fit`` runs whole trainings for the Part II studies (history, checkpoints with resume,
-  judge-based evaluations, snapshots), ``sample`` draws images from a fixed noise tensor.
+  ``train_step`` (one D step, then one G step).
+* ``fit`` runs whole trainings for the Part II studies through the shared epoch loop
+  (``common.loop``: history, checkpoints with resume, NaN guard) with judge-based evaluations and
+  snapshots as its callbacks, ``sample`` draws images from a fixed noise tensor.
 
 Images are flat vectors of 784 pixels in [-1, 1] (``Normalize((0.5,), (0.5,))``), which is what
 the Tanh output of G produces and what D reads.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 import typing
 from dataclasses import dataclass
 
@@ -29,7 +29,8 @@ import torch.nn as nn
 
 from common import data as D
 from common.cli import BaseConfig
-from common.training import Run, adam, autocast, progress
+from common.loop import train_epochs
+from common.training import Run, adam, autocast
 
 LATENT_DIM = 100
 IMAGE_DIM = 28 * 28
@@ -181,31 +182,6 @@ def train_step(G, D, opt_G, opt_D, criterion, real, latent_dim: int = LATENT_DIM
     return out
 
 
-def train_epoch(G, D, opt_G, opt_D, criterion, loader, latent_dim: int = LATENT_DIM, precision: str = "fp32",
-                on_step=None, schedulers=(), desc: str = "") -> dict:
-    """One pass over ``loader``; ``on_step(dict)`` sees every step's numbers (floats), the LR
-    schedulers (if any) step once per iteration. Returns the epoch means."""
-    G.train()
-    D.train()
-    sums: dict[str, float] = {}
-    count = 0
-    bar = progress(loader, desc=desc)
-    for batch in bar:
-        real = batch[0]
-        step = {k: v.item() for k, v in train_step(G, D, opt_G, opt_D, criterion, real, latent_dim, precision).items()}
-        step["lr"] = opt_G.param_groups[0]["lr"]
-        for s in schedulers:
-            s.step()
-        if on_step is not None:
-            on_step(step)
-        for k, v in step.items():
-            sums[k] = sums.get(k, 0.0) + v
-        count += 1
-    set_requires_grad(G, True)
-    set_requires_grad(D, True)
-    return {k: v / max(count, 1) for k, v in sums.items()}
-
-
 @torch.no_grad()
 def sample(G: nn.Module, z: torch.Tensor, batch: int = 2000) -> torch.Tensor:
     """G(z) in eval mode, without gradients; (N, 784) in [-1, 1] on the CPU."""
@@ -272,22 +248,23 @@ def fit(cfg, run: Run, x: torch.Tensor, device, precision: str = "fp32", evaluat
         if evaluator is not None:
             evals.append({"epoch": round(epoch_float, 3), "step": run.step, **evaluate(G, evaluator, z_eval)})
 
-    def on_step(step: dict) -> None:
-        run.step += 1
-        run.history.log_step(step=run.step, **step)
-        run.guard(epoch, d_loss=step["d_loss"], g_loss=step["g_loss"])
+    def step(batch, i) -> dict:
+        """A D step then a G step; the LR schedulers (if any) step once per iteration."""
+        out = train_step(G, Dn, opt_G, opt_D, criterion, batch[0], cfg.latent_dim, precision)
+        out["lr"] = opt_G.param_groups[0]["lr"]
+        for sched in scheds:
+            sched.step()
+        return out
+
+    def evaluate_pending(row: dict) -> None:
         while pending and run.step >= pending[0]:
             pending.pop(0)
             measure(run.step / len(loader))
 
-    if start == 0 and evaluator is not None and eval_every:
-        measure(0.0)
-    for epoch in range(start, cfg.epochs):
-        t0 = time.time()
-        means = train_epoch(G, Dn, opt_G, opt_D, criterion, loader, cfg.latent_dim, precision, on_step, scheds,
-                            desc=f"{label} epoch {epoch + 1}/{cfg.epochs}")
-        seconds = time.time() - t0
-        e = epoch + 1
+    def end_of_epoch(ep) -> None:
+        set_requires_grad(G, True)
+        set_requires_grad(Dn, True)
+        e = ep.number
         if evaluator is not None and eval_every and (e % eval_every == 0 or e == cfg.epochs):
             if not evals or evals[-1]["step"] != run.step:
                 measure(float(e))
@@ -295,13 +272,14 @@ def fit(cfg, run: Run, x: torch.Tensor, device, precision: str = "fp32", evaluat
             snapshots[e] = sample(G, z_fixed)
             torch.save({"G": G.state_dict(), "D": Dn.state_dict(), "epoch": e, "step": run.step},
                        run.dir / f"snapshot_epoch{e:03d}.pt")
-        run.history.log_epoch(epoch=e, step=run.step, seconds=round(seconds, 2), **means)
-        print(f"[{label or 'gan'}] epoch {e}/{cfg.epochs}: d_loss {means.get('d_loss', math.nan):.3f} "
-              f"g_loss {means.get('g_loss', math.nan):.3f} D(x) {means.get('d_real', math.nan):.2f} "
-              f"D(G(z)) {means.get('d_fake', math.nan):.2f} ({seconds:.1f} s)"
-              + (f" FD {evals[-1]['frechet_distance']:.1f}" if evals else ""), flush=True)
+        ep.row["step"] = run.step
         torch.save({"evals": evals, "snapshots": snapshots}, run.dir / "evals.pt")
-        run.checkpoint(e, objects)
+
+    if start == 0 and evaluator is not None and eval_every:
+        measure(0.0)
+    train_epochs(step, loader, cfg.epochs, run=run, objects=objects, start=start, models=(G, Dn),
+                 guard=("d_loss", "g_loss"), on_step=[evaluate_pending], on_epoch=[end_of_epoch],
+                 desc=f"{label} epoch".strip(), label=label or "gan")
     return {"G": G, "D": Dn, "history": run.history, "evals": evals, "snapshots": snapshots,
             "steps_per_epoch": len(loader)}
 

@@ -35,7 +35,7 @@ from common.metrics import Evaluator
 from common.paths import run_dir
 from common.plotting import plot_bars, plot_curves, plot_panels, save_grid
 from common.tables import write_table
-from common.training import Run, get_device, resolve_precision, seed_everything
+from common.training import Run, get_device, resolve_precision, resolved, seed_everything
 
 FD = "Frechet distance"
 
@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
     seed_everything(cfg.seed)
     x, _, source = M.load_mnist(cfg, device)
     folder = run_dir("assignment3", "batch_sizes", cfg.name, cfg.out_dir)
-    study = Run(folder, {**cfg.to_dict(), "precision_used": precision, "data_source": source})
+    study = Run(folder, {**cfg.to_dict(), **resolved(device, precision, source)})
     evaluator = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root)
     z_eval = M.fixed_noise(cfg.n_eval, cfg.latent_dim, seed=cfg.seed + 1, device=device)
     z_show = M.fixed_noise(cfg.n_show, cfg.latent_dim, seed=cfg.seed + 2, device=device)
@@ -67,7 +67,7 @@ def main(argv=None) -> dict:
     results = {}
     for bs in sizes:
         sub = dataclasses.replace(cfg, batch_size=bs)
-        run = Run(folder / f"bs_{bs}", {**sub.to_dict(), "precision_used": precision})
+        run = Run(folder / f"bs_{bs}", {**sub.to_dict(), **resolved(device, precision, source)})
         out = M.fit(sub, run, x, device, precision, evaluator, z_eval, eval_every=cfg.eval_every,
                     eval_steps=(budget // 4, budget // 2, budget), label=f"bs {bs}")
         out["seconds"] = out["history"].training_seconds()

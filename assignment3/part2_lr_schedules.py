@@ -36,7 +36,7 @@ from common.metrics import Evaluator
 from common.paths import OUTPUTS, run_dir, shown
 from common.plotting import plot_panels, save_grid
 from common.tables import write_table
-from common.training import Run, get_device, resolve_precision, seed_everything, step_decay, warmup_cosine
+from common.training import Run, get_device, resolve_precision, resolved, seed_everything, step_decay, warmup_cosine
 
 SCHEDULES = ("constant", "step_decay", "warmup_cosine")
 
@@ -117,14 +117,14 @@ def main(argv=None) -> dict:
     seed_everything(cfg.seed)
     x, _, source = M.load_mnist(cfg, device)
     study = Run(run_dir("assignment3", "schedules", cfg.name, cfg.out_dir),
-                {**cfg.to_dict(), "batch_size_reason": reason, "precision_used": precision, "data_source": source})
+                {**cfg.to_dict(), "batch_size_reason": reason, **resolved(device, precision, source)})
     print(f"[schedules] batch size {bs}: {reason}")
     evaluator = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root)
     z_eval = M.fixed_noise(cfg.n_eval, cfg.latent_dim, seed=cfg.seed + 1, device=device)
     z_show = M.fixed_noise(cfg.n_show, cfg.latent_dim, seed=cfg.seed + 2, device=device)
     results = {}
     for kind in SCHEDULES:
-        run = Run(study.dir / kind, {**cfg.to_dict(), "schedule": kind, "precision_used": precision})
+        run = Run(study.dir / kind, {**cfg.to_dict(), "schedule": kind, **resolved(device, precision, source)})
         out = M.fit(cfg, run, x, device, precision, evaluator, z_eval, eval_every=cfg.eval_every,
                     schedule=make_schedule(kind, cfg), label=kind)
         out["seconds"] = out["history"].training_seconds()

@@ -28,7 +28,7 @@ from common.metrics import Evaluator
 from common.paths import run_dir
 from common.plotting import plot_panels, save_grid
 from common.tables import write_table
-from common.training import Run, get_device, resolve_precision, seed_everything
+from common.training import Run, get_device, resolve_precision, resolved, seed_everything
 
 
 @dataclass
@@ -49,7 +49,7 @@ def main(argv=None) -> dict:
     seed_everything(cfg.seed)
     x, _, source = M.load_mnist(cfg, device)
     run = Run(run_dir("assignment3", "stages", cfg.name, cfg.out_dir),
-              {**cfg.to_dict(), "precision_used": precision, "data_source": source})
+              {**cfg.to_dict(), **resolved(device, precision, source)})
     evaluator = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root)
     z_eval = M.fixed_noise(cfg.n_eval, cfg.latent_dim, seed=cfg.seed + 1, device=device)
     z_show = M.fixed_noise(cfg.n_show, cfg.latent_dim, seed=cfg.seed + 2, device=device)

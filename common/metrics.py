@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from . import data as D
 from .data import TensorLoader, resize_to
 from .paths import cache_dir, shown
+from .loop import train_epochs
 from .training import autocast, isolated_rng, progress
 
 JUDGE_DATASETS = ("mnist", "fashion")
@@ -75,27 +76,41 @@ def judge_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
     return correct / len(x)
 
 
-def fit_judge(x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int = 128, seed: int = 0,
-              precision: str = "fp32", on_epoch=None, desc: str = "judge") -> Judge:
-    """A :class:`Judge` trained on images ``x`` (N, 1, 28, 28) in [0, 1] with labels ``y``: Adam with a
-    one-cycle schedule peaking at 2e-3, random 1-pixel shifts as augmentation; ``on_epoch(epoch, model)``
-    runs after each epoch."""
+def judge_setup(x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int = 128, seed: int = 0):
+    """A fresh :class:`Judge` (seeded), Adam with a one-cycle schedule peaking at 2e-3 over
+    ``epochs``, and the shuffled loader of images ``x`` (N, 1, 28, 28) in [0, 1] and labels ``y``."""
     torch.manual_seed(seed)
     model = Judge().to(x.device)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     loader = TensorLoader(x, y, batch_size=batch_size, seed=seed)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=epochs * len(loader))
+    return model, opt, sched, loader
+
+
+def judge_step(model: Judge, opt, sched, xb: torch.Tensor, yb: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """One update on a batch shifted by a random pixel along each axis (augmentation); returns the loss."""
+    shift = torch.randint(-1, 2, (2,)).tolist()
+    xb = torch.roll(xb, shifts=shift, dims=(2, 3))
+    with autocast(xb.device, precision):
+        loss = F.cross_entropy(model(xb).float(), yb)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss
+
+
+def fit_judge(x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int = 128, seed: int = 0,
+              precision: str = "fp32", on_epoch=None, desc: str = "judge") -> Judge:
+    """A :class:`Judge` trained on images ``x`` (N, 1, 28, 28) in [0, 1] with labels ``y`` by
+    :func:`judge_step`; ``on_epoch(epoch, model)`` runs after each epoch. The submitted notebooks'
+    plain loop (they cannot import ``common.loop``); :func:`train_judge` trains the same way
+    through the shared loop."""
+    model, opt, sched, loader = judge_setup(x, y, epochs, batch_size, seed)
     for epoch in range(epochs):
         model.train()
         for xb, yb in progress(loader, desc=f"{desc} {epoch + 1}/{epochs}"):
-            shift = torch.randint(-1, 2, (2,)).tolist()
-            xb = torch.roll(xb, shifts=shift, dims=(2, 3))
-            with autocast(x.device, precision):
-                loss = F.cross_entropy(model(xb).float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            judge_step(model, opt, sched, xb, yb, precision)
         if on_epoch is not None:
             on_epoch(epoch, model)
     return model.eval()
@@ -103,7 +118,8 @@ def fit_judge(x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int = 1
 
 def train_judge(dataset: str, device="cpu", quick: bool = False, data_root=None, epochs: int | None = None,
                 seed: int = 0) -> tuple[Judge, dict]:
-    """Train a judge on the train split of ``dataset``; report its test accuracy."""
+    """Train a judge on the train split of ``dataset`` (:func:`judge_step` through the shared
+    epoch loop); report its test accuracy."""
     device = torch.device(device)
     # A quick judge sees the whole shipped sample (2,000 images), not just a quick run's few hundred.
     train, test = (D.load_split(dataset, s, root=data_root, quick=quick, seed=seed, quick_size=n)
@@ -112,12 +128,13 @@ def train_judge(dataset: str, device="cpu", quick: bool = False, data_root=None,
     xt, yt = D.to_float(test.x, "unit").to(device), test.y.to(device)
     epochs = epochs or (8 if quick else JUDGE_EPOCHS[dataset])
     start = time.time()
+    model, opt, sched, loader = judge_setup(x, y, epochs, batch_size=64 if quick else 128, seed=seed)
 
-    def report(epoch, model):
-        print(f"[judge] {dataset} epoch {epoch + 1}/{epochs}: test accuracy {judge_accuracy(model, xt, yt):.4f}")
+    def report(ep):
+        print(f"[judge] {dataset} epoch {ep.number}/{epochs}: test accuracy {judge_accuracy(model, xt, yt):.4f}")
 
-    model = fit_judge(x, y, epochs, batch_size=64 if quick else 128, seed=seed, on_epoch=report,
-                      desc=f"judge {dataset}")
+    train_epochs(lambda batch, i: {"loss": judge_step(model, opt, sched, *batch)}, loader, epochs, models=(model,),
+                 on_epoch=[report], desc=f"judge {dataset}", line=lambda ep: None)
     info = {"dataset": dataset, "test_accuracy": judge_accuracy(model, xt, yt), "epochs": epochs,
             "quick": quick, "data_source": train.source, "train_seconds": round(time.time() - start, 1)}
     return model.eval(), info

@@ -51,6 +51,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def fixed_noise(n: int, *shape: int, seed: int, device="cpu") -> torch.Tensor:
+    """z ~ N(0, I) of shape (n, *shape) from its own seeded stream (the global one is untouched),
+    drawn on the CPU so a seed gives the same z on every device: the noise of a run's sample
+    grids and evaluations, made once."""
+    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
 def check_device(name: str | None) -> None:
     """Raise :class:`ConfigError` unless ``name`` (``auto``, ``cpu``, ``cuda[:i]``, ``mps``) is a
     device this machine has."""
@@ -112,6 +119,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cpu":
         return "bf16" if cpu_supports_bf16() else "fp32"
     return "fp32"
+
+
+def resolved(device: torch.device, precision: str, data_source: str | None = None) -> dict:
+    """The resolved device, precision and data source under the one set of names every
+    ``config.json`` uses (``Run.advice`` reads ``precision_resolved``)."""
+    out = {"device_resolved": str(device), "precision_resolved": precision}
+    return {**out, "data_source": data_source} if data_source is not None else out
 
 
 def autocast(device: torch.device, precision: str):
@@ -430,9 +444,7 @@ class Run:
         flags = [k for k, v in self.config.items() if (k == "lr" or k.startswith("lr_")) and not k.endswith("_used")
                  and isinstance(v, (int, float, type(None))) and not isinstance(v, bool)]
         lr = " / ".join("--" + k.replace("_", "-") for k in flags) or "the learning rate"
-        resolved = [self.config[k] for k in ("precision_resolved", "resolved_precision", "precision_used", "precision")
-                    if k in self.config]
-        fp32 = " or use --precision fp32" if resolved and resolved[0] == "bf16" else ""
+        fp32 = " or use --precision fp32" if self.config.get("precision_resolved") == "bf16" else ""
         if self._good_checkpoint():
             return f"Lower {lr}{fp32}, and add --resume to go on from that checkpoint with the new value."
         return f"Run again with a lower {lr}{fp32}."
@@ -496,7 +508,8 @@ class Run:
 
     def _mismatch(self, ckpt: dict, key: str, exc: Exception) -> str:
         old = ckpt.get("config") or {}
-        ignore = {"resume", "epochs", "threads", "device", "out_dir", "data_root", "quick", "name"}
+        ignore = {"resume", "epochs", "threads", "device", "out_dir", "data_root", "quick", "name", "device_resolved",
+                  "precision_resolved", "data_source"}
         # flags of evaluation and figures never change a state dict: leave them out of the message
         cosmetic = ("eval", "show", "tsne", "snapshot", "probe", "psi", "grid", "interp")
         diff = [k for k, v in self.config.items() if k in old and old[k] != v and k not in ignore

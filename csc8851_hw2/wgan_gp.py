@@ -15,7 +15,6 @@ judge that measures quality sees the exact 28x28 centre back. ``--resize`` switc
 """
 from __future__ import annotations
 
-import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +24,13 @@ import torch.nn as nn
 
 from common import data as D
 from common.cli import BaseConfig, parse_config, run_main
+from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
 from common.training import (EpochSamples, Run, adam, autocast, ema_update, get_device, gradient_penalty, make_ema,
-                             progress, resolve_precision, seed_everything)
+                             resolve_precision, resolved, seed_everything)
 
 COURSE, PART = "csc8851_hw2", "wgan_gp"
 PSIS = (3.0, 2.5, 2.0, 1.5, 1.0, 0.8, 0.6, 0.4, 0.2, 0.1)
@@ -309,8 +309,7 @@ def train(cfg: Config, out_dir=None, log=print) -> Result:
     precision = resolve_precision(cfg.precision, device)
     folder = run_dir(COURSE, PART, cfg.name, out_dir or cfg.out_dir, quick=cfg.quick)
     x_all, y_all, source = load_data(cfg, device)
-    run = Run(folder, {**cfg.to_dict(), "resolved_precision": precision, "device": str(device),
-                       "data_source": source, "n_train": len(x_all),
+    run = Run(folder, {**cfg.to_dict(), **resolved(device, precision, source), "n_train": len(x_all),
                        "preprocessing": "bilinear resize 28->32" if cfg.resize else "pad 28->32 with background (-1)"})
     G, G_ema, Dc = build(cfg, device)
     opt_G = adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
@@ -326,43 +325,38 @@ def train(cfg: Config, out_dir=None, log=print) -> Result:
     y_eval = torch.arange(cfg.n_eval_epoch) % NUM_CLASSES
     log(f"[wgan-gp] {len(x_all)} {source} MNIST images, {len(loader)} batches/epoch, precision {precision}, "
         f"device {device}, run folder {folder}")
-    for epoch in range(start, cfg.epochs):
-        t0 = time.time()
-        G.train()
-        Dc.train()
-        acc = {"d_real": 0.0, "d_fake": 0.0, "gp": 0.0, "loss_C": 0.0}
-        n_acc = 0
-        bar = progress(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=len(loader))
-        for i, (x, y) in enumerate(bar):
-            scalars = critic_step(G, Dc, opt_D, x, y, cfg, device, precision)
-            for k, v in scalars.items():
-                acc[k] += v
-            n_acc += 1
-            if (i + 1) % cfg.n_critic:
-                continue
-            loss_G = generator_step(G, G_ema, Dc, opt_G, y, cfg, device, precision)
-            run.step += 1
-            row = {k: v / n_acc for k, v in acc.items()}
-            acc, n_acc = dict.fromkeys(acc, 0.0), 0
-            run.guard(epoch, loss_C=row["loss_C"], loss_G=loss_G)
-            run.history.log_step(iteration=run.step, epoch=epoch + 1, **row, loss_G=loss_G,
-                                 wasserstein=row["d_real"] - row["d_fake"])
-            bar.set_postfix(L_C=f"{row['loss_C']:.2f}", L_G=f"{loss_G:.2f}")
-        seconds = time.time() - t0
+    acc: dict[str, list[float]] = {}
+
+    def step(batch, i):
+        """A critic step on every batch; every n_critic-th batch also a generator step, which ends
+        one iteration: its row holds the mean of that iteration's critic numbers."""
+        x, y = batch
+        if i == 0:
+            acc.clear()  # critic steps left over from the last epoch end no iteration
+        for k, v in critic_step(G, Dc, opt_D, x, y, cfg, device, precision).items():
+            acc.setdefault(k, []).append(v)
+        if (i + 1) % cfg.n_critic:
+            return None
+        loss_G = generator_step(G, G_ema, Dc, opt_G, y, cfg, device, precision)
+        row = {k: sum(v) / len(v) for k, v in acc.items()}
+        acc.clear()
+        return {**row, "loss_G": loss_G, "wasserstein": row["d_real"] - row["d_fake"]}
+
+    def end_of_epoch(ep):
+        """The fixed-latent grid, the last iteration's numbers and (``--n-eval-epoch``) G_ema's quality."""
         epoch_samples.rows.append(generate(G_ema, z_fixed, y_fixed))
-        save_grid(epoch_samples.rows[-1], run.path(f"samples_epoch_{epoch + 1:02d}.png"), nrow=cfg.grid_cols,
-                  title=f"G_ema samples after epoch {epoch + 1} (fixed z, rows = labels)",
+        save_grid(epoch_samples.rows[-1], run.path(f"samples_epoch_{ep.number:02d}.png"), nrow=cfg.grid_cols,
+                  title=f"G_ema samples after epoch {ep.number} (fixed z, rows = labels)",
                   row_labels=[str(c) for c in range(NUM_CLASSES)], ylabel="label y")
-        stats = {"epoch": epoch + 1, "seconds": round(seconds, 2), "iterations": run.step}
         last = run.history.steps[-1] if run.history.steps else {}
-        stats.update({k: last[k] for k in ("loss_C", "loss_G", "gp", "wasserstein") if k in last})
+        ep.row = {"epoch": ep.number, "seconds": ep.row["seconds"], "iterations": run.step,
+                  **{k: last[k] for k in ("loss_C", "loss_G", "gp", "wasserstein") if k in last}}
         if evaluator is not None:
             rep = evaluator.report(generate(G_ema, z_eval, y_eval), y_eval, resized=cfg.resize)
-            stats.update(ema_class_accuracy=rep["class_accuracy"], ema_frechet=rep["frechet_distance"])
-        run.history.log_epoch(**stats)
-        run.checkpoint(epoch + 1, objects)
-        log(f"[wgan-gp] epoch {epoch + 1}/{cfg.epochs}: {seconds:.1f}s, "
-            + ", ".join(f"{k} {v:.4g}" for k, v in stats.items() if isinstance(v, float) and k != "seconds"))
+            ep.row.update(ema_class_accuracy=rep["class_accuracy"], ema_frechet=rep["frechet_distance"])
+
+    train_epochs(step, loader, cfg.epochs, run=run, objects=objects, start=start, models=(G, Dc),
+                 guard=("loss_C", "loss_G"), on_epoch=[end_of_epoch], label="wgan-gp")
     return Result(G, G_ema, Dc, run, cfg, device, precision, evaluator, epoch_samples,
                   seconds=run.history.training_seconds(), data_source=source)
 

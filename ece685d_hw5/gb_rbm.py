@@ -31,6 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.loop import train_epochs
+
 
 class RBM(nn.Module):
     """Gaussian (visible) - Bernoulli (hidden) RBM with unit visible variance.
@@ -148,23 +150,21 @@ def reconstruction_mse(rbm: RBM, x_unit: torch.Tensor, standardizer: Standardize
     return {"mse_std": sq_std / n, "mse_unit": sq_unit / n}
 
 
-def train_epoch(rbm: RBM, optimizer: torch.optim.Optimizer, loader, standardizer: Standardizer,
-                guard=None) -> dict:
-    """One epoch of CD-k; returns the mean CD loss and the mean squared error of the chain's
+def cd_step(rbm: RBM, optimizer: torch.optim.Optimizer, xb: torch.Tensor, standardizer: Standardizer) -> dict:
+    """One CD-k update on a batch; returns the CD loss and the mean squared error of the chain's
     final mean p(v | h_k) against the batch (standardized units)."""
-    rbm.train()
-    total_loss, total_chain_mse, batches = 0.0, 0.0, 0
-    for (xb,) in loader:
-        z, _, _ = standardizer(xb)
-        x_negative, pxh_k = rbm(z)
-        loss = cd_loss(rbm, z, x_negative)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = loss.item()
-        if guard is not None:
-            guard(cd_loss=value)
-        total_loss += value
-        total_chain_mse += F.mse_loss(pxh_k.detach(), z).item()
-        batches += 1
-    return {"cd_loss": total_loss / batches, "chain_mse_std": total_chain_mse / batches}
+    z, _, _ = standardizer(xb)
+    x_negative, pxh_k = rbm(z)
+    loss = cd_loss(rbm, z, x_negative)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"cd_loss": loss.item(), "chain_mse_std": F.mse_loss(pxh_k.detach(), z).item()}
+
+
+def train_epoch(rbm: RBM, optimizer: torch.optim.Optimizer, loader, standardizer: Standardizer) -> dict:
+    """One epoch of :func:`cd_step` through the shared loop (no run: nothing logged); returns the
+    epoch means of its numbers."""
+    (epoch,) = train_epochs(lambda batch, i: cd_step(rbm, optimizer, batch[0], standardizer), loader, 1,
+                            models=(rbm,), line=lambda ep: None)
+    return epoch.means()

@@ -24,11 +24,13 @@ import torch
 
 from common.cli import BaseConfig, parse_config, run_main
 from common.data import TensorLoader, images, load_split, stratified_subset
+from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
-from common.training import EpochSamples, Run, adam, autocast, get_device, progress, resolve_precision, seed_everything
+from common.training import (EpochSamples, Run, adam, autocast, fixed_noise, get_device, resolve_precision, resolved,
+                             seed_everything)
 from dcgan_mnist import (Discriminator, Generator, extract_features, generate, linear_probe,
                          remove_last_layer, train_step)
 
@@ -66,39 +68,26 @@ def train_gan(cfg: Config, run: Run, x_train: torch.Tensor, device, precision: s
     opt_G = adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     opt_D = adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     loader = TensorLoader(x_train, batch_size=cfg.batch_size, drop_last=True, seed=cfg.seed)
-    fixed_z = torch.randn(10, cfg.nz, generator=torch.Generator().manual_seed(cfg.seed + 1)).to(device)
+    fixed_z = fixed_noise(10, cfg.nz, seed=cfg.seed + 1, device=device)
     samples = EpochSamples()
     objects = {"G": G, "D": D, "D_random": D_random, "opt_G": opt_G, "opt_D": opt_D,
                "loader": loader, "epoch_samples": samples}
     start = run.resume(objects) if cfg.resume else 0
     amp = lambda: autocast(device, precision)  # noqa: E731
-    for epoch in range(start, cfg.epochs):
-        G.train(), D.train()
-        t0 = time.time()
-        bar = progress(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}")
-        for (real,) in bar:
-            out = train_step(G, D, real, opt_G, opt_D, amp, cfg.g_loss)
-            run.step += 1
-            run.guard(epoch, d_loss=out["d_loss"], g_loss=out["g_loss"])
-            run.history.log_step(step=run.step, epoch=epoch + 1, **out)
-            bar.set_postfix(d=f"{out['d_loss']:.3f}", g=f"{out['g_loss']:.3f}")
-            if run.step % 100 == 0:  # a line for logs (the bar is silent outside a terminal)
-                print(f"  iteration {run.step}: D loss {out['d_loss']:.3f}, G loss {out['g_loss']:.3f} "
-                      f"({time.time() - t0:.0f} s into epoch {epoch + 1})", flush=True)
-        seconds = time.time() - t0
+
+    def end_of_epoch(ep):
         samples.rows.append(generate(G, fixed_z).cpu())
-        last = run.history.steps[-len(loader):]
-        means = {k: sum(r[k] for r in last) / len(last) for k in ("d_loss", "g_loss", "d_real", "d_fake")}
-        run.history.log_epoch(epoch=epoch + 1, seconds=seconds, **means)
-        run.checkpoint(epoch + 1, objects)
-        print(f"epoch {epoch + 1}/{cfg.epochs}: D loss {means['d_loss']:.3f}, G loss {means['g_loss']:.3f}, "
-              f"D(x) {means['d_real']:.2f}, D(G(z)) {means['d_fake']:.2f} ({seconds:.0f} s)")
+
+    # log_every: a line every 100 iterations for logs (the bar is silent outside a terminal)
+    train_epochs(lambda batch, i: train_step(G, D, batch[0], opt_G, opt_D, amp, cfg.g_loss), loader, cfg.epochs,
+                 run=run, objects=objects, start=start, models=(G, D), on_epoch=[end_of_epoch], log_every=100,
+                 label="problem 1")
     return G, D, D_random, samples
 
 
 def gan_figures(cfg: Config, run: Run, G, samples: EpochSamples, device) -> torch.Tensor:
     """12 samples (3 x 4), loss curves, samples across epochs; returns the 12 samples."""
-    z12 = torch.randn(12, cfg.nz, generator=torch.Generator().manual_seed(cfg.seed + 2)).to(device)
+    z12 = fixed_noise(12, cfg.nz, seed=cfg.seed + 2, device=device)
     twelve = generate(G, z12)
     save_grid(twelve, run.path("generated_samples.png"), nrow=4,
               title=f"12 DCGAN samples after {cfg.epochs} epoch(s)")
@@ -151,9 +140,10 @@ def main(argv=None) -> None:
     cfg = parse_config(Config, argv, description=__doc__.splitlines()[0])
     device = get_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    run = Run(run_dir(COURSE, PART, cfg.name, cfg.out_dir, quick=cfg.quick), {**cfg.to_dict(), "precision_used": precision})
     train = load_split("mnist", "train", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
     test = load_split("mnist", "test", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
+    run = Run(run_dir(COURSE, PART, cfg.name, cfg.out_dir, quick=cfg.quick),
+              {**cfg.to_dict(), **resolved(device, precision, train.source)})
     print(f"[problem 1] {len(train)} train / {len(test)} test images ({train.source}); device {device}, "
           f"{precision}; run folder {run.dir}")
 
@@ -161,7 +151,7 @@ def main(argv=None) -> None:
     G, D, D_random, samples = train_gan(cfg, run, images(gan_train, "tanh", device=device), device, precision)
     gan_figures(cfg, run, G, samples, device)
     run.write_metrics(probe(cfg, run, D, D_random, train, test, device))
-    z = torch.randn(cfg.n_eval, cfg.nz, generator=torch.Generator().manual_seed(cfg.seed + 3)).to(device)
+    z = fixed_noise(cfg.n_eval, cfg.nz, seed=cfg.seed + 3, device=device)
     report = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root).report(generate(G, z))
     seconds = run.history.series("seconds", per="epoch")
     run.write_metrics({**report, "epochs": len(seconds), "seconds_per_epoch": run.history.seconds_per_epoch(),

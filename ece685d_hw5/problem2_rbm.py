@@ -20,7 +20,6 @@ table of train and test MSE (standardized units and [0, 1] pixels) and ``metrics
 from __future__ import annotations
 
 import dataclasses
-import time
 import typing
 from dataclasses import dataclass
 
@@ -30,11 +29,12 @@ from sklearn.decomposition import PCA
 
 from common.cli import BaseConfig, parse_config, run_main
 from common.data import DataError, TensorLoader, images, load_split
+from common.loop import train_epochs
 from common.paths import run_dir, shown
 from common.plotting import plot_curves, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
-from common.training import Run, adam, get_device, seed_everything
-from gb_rbm import RBM, Standardizer, reconstruction_mse, train_epoch
+from common.training import Run, adam, get_device, resolved, seed_everything
+from gb_rbm import RBM, Standardizer, cd_step, reconstruction_mse
 
 COURSE, PART = "ece685d_hw5", "problem2"
 D = 784
@@ -102,7 +102,7 @@ def pca_reference(x_train: np.ndarray, x_test: np.ndarray, ms, seed: int) -> dic
 
 def train_one(cfg: Config, m: int, x_train, x_test, standardizer, folder, device):
     """Train one RBM with ``m`` hidden units (resuming if asked) and return it with its run."""
-    run = Run(folder / f"M{m}", {**cfg.to_dict(), "M": m})
+    run = Run(folder / f"M{m}", {**cfg.to_dict(), **resolved(device, cfg.precision), "M": m})
     seed_everything(cfg.seed)
     rbm = RBM(D, m, cfg.k, sigma=cfg.sigma).to(device)
     if cfg.visible_bias_init == "mean":
@@ -112,23 +112,17 @@ def train_one(cfg: Config, m: int, x_train, x_test, standardizer, folder, device
     loader = TensorLoader(x_train, batch_size=cfg.batch_size, seed=cfg.seed)
     objects = {"rbm": rbm, "optimizer": optimizer, "loader": loader}
     start = run.resume(objects) if cfg.resume else 0
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
 
-        def guard(**losses):
-            run.step += 1
-            run.guard(epoch, **losses)
-
-        stats = train_epoch(rbm, optimizer, loader, standardizer, guard=guard)
-        seconds = time.perf_counter() - t0
+    def end_of_epoch(ep):
         rbm.eval()
         tr = reconstruction_mse(rbm, x_train, standardizer)
         te = reconstruction_mse(rbm, x_test, standardizer)
-        run.history.log_epoch(epoch=epoch + 1, **stats, train_mse_std=tr["mse_std"], test_mse_std=te["mse_std"],
-                              train_mse_unit=tr["mse_unit"], test_mse_unit=te["mse_unit"], seconds=seconds)
-        run.checkpoint(epoch + 1, objects)
-        print(f"[M={m}] epoch {epoch + 1}/{cfg.epochs}: CD loss {stats['cd_loss']:+.3f}, "
-              f"MSE train {tr['mse_std']:.4f} test {te['mse_std']:.4f} (standardized), {seconds:.1f} s")
+        ep.row.update(train_mse_std=tr["mse_std"], test_mse_std=te["mse_std"], train_mse_unit=tr["mse_unit"],
+                      test_mse_unit=te["mse_unit"])
+
+    train_epochs(lambda batch, i: cd_step(rbm, optimizer, batch[0], standardizer), loader, cfg.epochs, run=run,
+                 objects=objects, start=start, models=(rbm,), on_epoch=[end_of_epoch], log_steps=False,
+                 label=f"M={m}")
     rbm.eval()
     return rbm, run
 
@@ -151,8 +145,8 @@ def main(argv=None):
     x_test = images(test, "unit", device=device).flatten(1)
     standardizer = Standardizer.fit(x_train, cfg.standardize)
     title = train.info.title + (f" ({train.source} data)" if train.source != "full" else "")
-    top = Run(folder, {**cfg.to_dict(), "data_source": train.source, "n_train": len(train), "n_test": len(test),
-                       "standardize_mean": standardizer.mean, "standardize_std": standardizer.std})
+    top = Run(folder, {**cfg.to_dict(), **resolved(device, cfg.precision, train.source), "n_train": len(train),
+                       "n_test": len(test), "standardize_mean": standardizer.mean, "standardize_std": standardizer.std})
     print(f"{title}: {len(train)} train / {len(test)} test images -> {shown(folder)}")
 
     # The same originals in every figure; shown standardized with the train-set statistics.

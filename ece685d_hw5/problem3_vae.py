@@ -30,11 +30,12 @@ from sklearn.manifold import TSNE
 
 from common.cli import BaseConfig, parse_config, run_main
 from common.data import TensorLoader, images, load_split, one_hot, stratified_subset, train_val_split
+from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown
 from common.plotting import plot_embeddings, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
-from common.training import Run, adam, get_device, seed_everything
+from common.training import Run, adam, get_device, resolved, seed_everything
 from cvae import CVAE, VAE, load_best, loss_function, save_best
 
 COURSE, PART = "ece685d_hw5", "problem3"
@@ -81,7 +82,7 @@ def evaluate(model: VAE, x: torch.Tensor, c: torch.Tensor, seed: int = 1234, bat
 def train_model(kind: str, cfg: Config, data: dict, folder, device):
     """Train one model, keeping the best-validation weights; returns it reloaded from them."""
     title, cls = MODELS[kind]
-    run = Run(folder / kind, {**cfg.to_dict(), "model": kind})
+    run = Run(folder / kind, {**cfg.to_dict(), **resolved(device, cfg.precision), "model": kind})
     seed_everything(cfg.seed)
     model = cls().to(device)
     optimizer = adam(model.parameters(), lr=cfg.lr)
@@ -91,30 +92,28 @@ def train_model(kind: str, cfg: Config, data: dict, folder, device):
     start = run.resume(objects) if cfg.resume else 0
     # A copy, not cls(): a fresh model's init would draw from the RNG state just restored.
     best = load_best(best_path, copy.deepcopy(model))["val_loss"] if start and best_path.exists() else math.inf
-    for epoch in range(start, cfg.epochs):
-        model.train()
-        t0, total = time.perf_counter(), 0.0
-        for xb, cb in loader:
-            recon, mu, logvar = model(xb, cb)
-            loss, _, _ = loss_function(recon, xb, mu, logvar)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            run.step += 1
-            value = loss.item()
-            run.guard(epoch, loss=value)
-            total += value
-        seconds = time.perf_counter() - t0
+
+    def step(batch, i):
+        xb, cb = batch
+        recon, mu, logvar = model(xb, cb)
+        loss, _, _ = loss_function(recon, xb, mu, logvar)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item()}
+
+    def end_of_epoch(ep):
+        """Validation loss; the best epoch's weights are kept (``<kind>_best.pt``)."""
+        nonlocal best
         val = evaluate(model, data["x_val"], data["c_val"])
-        improved = val["loss"] < best
-        if improved:
+        if val["loss"] < best:
             best = val["loss"]
-            save_best(best_path, model, epoch + 1, best)
-        run.history.log_epoch(epoch=epoch + 1, train_loss=total / len(data["x_train"]), val_loss=val["loss"],
-                              val_bce=val["bce"], val_kld=val["kld"], seconds=seconds)
-        run.checkpoint(epoch + 1, objects)
-        print(f"[{title}] epoch {epoch + 1}/{cfg.epochs}: train {total / len(data['x_train']):.2f}, "
-              f"val {val['loss']:.2f} nats/image{' (best)' if improved else ''}, {seconds:.1f} s")
+            save_best(best_path, model, ep.number, best)
+        ep.row = {"epoch": ep.number, "train_loss": ep.sums["loss"] / len(data["x_train"]), "val_loss": val["loss"],
+                  "val_bce": val["bce"], "val_kld": val["kld"], "seconds": ep.row["seconds"]}
+
+    train_epochs(step, loader, cfg.epochs, run=run, objects=objects, start=start, models=(model,),
+                 on_epoch=[end_of_epoch], log_steps=False, label=title)
     info = load_best(best_path, model)
     model.eval()
     print(f"[{title}] reloaded the best validation weights (epoch {info['epoch']}) from {best_path}")
@@ -140,7 +139,7 @@ def main(argv=None):
             "x_val": x_all[val_idx.to(device)], "c_val": c_all[val_idx.to(device)]}
     x_test, y_test = images(test, "unit", device=device).flatten(1), test.y
     c_test = one_hot(y_test).to(device)
-    top = Run(folder, {**cfg.to_dict(), "data_source": train.source, "n_train": len(train_idx),
+    top = Run(folder, {**cfg.to_dict(), **resolved(device, cfg.precision, train.source), "n_train": len(train_idx),
                        "n_val": len(val_idx), "n_test": len(test)})
     print(f"Fashion-MNIST ({train.source}): {len(train_idx)} train / {len(val_idx)} validation / "
           f"{len(test)} test images -> {folder}")

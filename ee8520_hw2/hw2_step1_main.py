@@ -25,11 +25,12 @@ import torch.nn as nn
 
 from common.cli import BaseConfig, parse_config, run_main
 from common.data import TensorLoader, images, load_split
+from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown, skeleton_imgs_dir
 from common.plotting import plot_panels, save_grid
 from common.tables import write_table
-from common.training import Run, adam, get_device, progress, seed_everything
+from common.training import Run, adam, fixed_noise, get_device, resolved, seed_everything
 from models.GAN import Discriminator, Generator, train_discriminator, train_generator
 
 COURSE_DIR = Path(__file__).resolve().parent
@@ -150,64 +151,47 @@ def train_main_loop(generator, discriminator, d_optimizer, g_optimizer, test_noi
                     images_path=None):
     """Alternate GAN updates: D on every batch, G only when ``n % d_freq == 0``.
 
-    After each epoch the fixed ``test_noise`` is rendered (``monitor_images``); with a ``run``
-    every step is logged to its history, losses are checked for NaN and a checkpoint is written.
+    Runs through the shared epoch loop (``common.loop``), which checks every step's losses for
+    NaN; after each epoch the fixed ``test_noise`` is rendered (``monitor_images``); with a
+    ``run`` every step and epoch is logged to its history and a checkpoint is written.
     Returns the per-step ``d_losses, d_losses_fake, g_losses, g_losses_fake`` of this call.
     """
     device = device if device is not None else next(generator.parameters()).device
     d_losses, d_losses_fake, g_losses, g_losses_fake = [], [], [], []
-    for epoch in range(start_epoch, num_epochs):
-        generator.train()
-        discriminator.train()
-        start, sums, counts = time.time(), {}, {}
-        bar = progress(train_loader, desc=f"GAN epoch {epoch + 1}/{num_epochs}", total=len(train_loader))
-        for n, (real, *_) in enumerate(bar):
-            real = real.to(device)
-            z = torch.randn(real.shape[0], dim_z, device=device)
-            fake_images = generator(z)
-            d_loss, outputs_real, outputs_fake, fake_loss = train_discriminator(
-                discriminator, d_optimizer, real, fake_images, criterion, device)
-            row = {"d_loss": d_loss.item(), "d_loss_fake": fake_loss.item(),
-                   "d_x": torch.sigmoid(outputs_real).mean().item(),
-                   "d_g_z": torch.sigmoid(outputs_fake).mean().item()}
-            d_losses.append(row["d_loss"])
-            d_losses_fake.append(row["d_loss_fake"])
-            if n % d_freq == 0:
-                outputs = discriminator(fake_images)  # D's fresh verdict after its update
-                g_loss, g_loss_fake = train_generator(generator, g_optimizer, outputs, criterion, device)
-                row.update(g_loss=g_loss.item(), g_loss_fake=g_loss_fake.item())
-                g_losses.append(row["g_loss"])
-                g_losses_fake.append(row["g_loss_fake"])
-            for k, v in row.items():
-                sums[k] = sums.get(k, 0.0) + v
-                counts[k] = counts.get(k, 0) + 1
-            if run is not None:
-                run.step += 1
-                run.history.log_step(epoch=epoch + 1, **row)
-                run.guard(epoch, **{k: row[k] for k in ("d_loss", "g_loss") if k in row})
-            if n % 50 == 0:
-                bar.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row.get('g_loss', float('nan')):.3f}")
+
+    def step(batch, n):
+        real = batch[0].to(device)
+        z = torch.randn(real.shape[0], dim_z, device=device)
+        fake_images = generator(z)
+        d_loss, outputs_real, outputs_fake, fake_loss = train_discriminator(
+            discriminator, d_optimizer, real, fake_images, criterion, device)
+        row = {"d_loss": d_loss.item(), "d_loss_fake": fake_loss.item(),
+               "d_x": torch.sigmoid(outputs_real).mean().item(),
+               "d_g_z": torch.sigmoid(outputs_fake).mean().item()}
+        d_losses.append(row["d_loss"])
+        d_losses_fake.append(row["d_loss_fake"])
+        if n % d_freq == 0:
+            outputs = discriminator(fake_images)  # D's fresh verdict after its update
+            g_loss, g_loss_fake = train_generator(generator, g_optimizer, outputs, criterion, device)
+            row.update(g_loss=g_loss.item(), g_loss_fake=g_loss_fake.item())
+            g_losses.append(row["g_loss"])
+            g_losses_fake.append(row["g_loss_fake"])
+        return row
+
+    def end_of_epoch(ep):
         fake = monitor_images(generator, test_noise, images_path)
         if snapshots is not None:
-            snapshots.add(epoch + 1, fake)
-        means = {k: sums[k] / counts[k] for k in sums}
-        seconds = time.time() - start
-        print(f"epoch {epoch + 1}/{num_epochs}: d_loss {means['d_loss']:.4f}  g_loss {means.get('g_loss', float('nan')):.4f}"
-              f"  D(x) {means['d_x']:.3f}  D(G(z)) {means['d_g_z']:.3f}  ({seconds:.1f} s)", flush=True)
-        if run is not None:
-            run.history.log_epoch(epoch=epoch + 1, seconds=seconds, **means)
-            run.checkpoint(epoch + 1, checkpoint_objects or {"G": generator, "D": discriminator,
-                                                             "opt_G": g_optimizer, "opt_D": d_optimizer})
+            snapshots.add(ep.number, fake)
+
+    train_epochs(step, train_loader, num_epochs, run=run, start=start_epoch, models=(generator, discriminator),
+                 objects=checkpoint_objects or {"G": generator, "D": discriminator, "opt_G": g_optimizer,
+                                                "opt_D": d_optimizer},
+                 guard=("d_loss", "g_loss"), on_epoch=[end_of_epoch], desc="GAN epoch", label="step1")
     return d_losses, d_losses_fake, g_losses, g_losses_fake
 
 
 # --------------------------------------------------------------------------------------------
 # One run, the ablations, main
-
-
-def fixed_noise(n: int, dim_z: int, seed: int, device) -> torch.Tensor:
-    """The same noise for every run with the same seed (made on the CPU, so on every device)."""
-    return torch.randn(n, dim_z, generator=torch.Generator().manual_seed(seed)).to(device)
 
 
 def save_epoch_samples(snapshots: Snapshots, path, max_rows: int = 10):
@@ -221,7 +205,7 @@ def save_epoch_samples(snapshots: Snapshots, path, max_rows: int = 10):
 
 
 def train_one(cfg: Step1Config, folder: Path, train_x: torch.Tensor, device, evaluator: Evaluator | None,
-              imgs_dir: Path | None) -> dict:
+              imgs_dir: Path | None, data_source: str | None = None) -> dict:
     """Train one configuration into ``folder``; returns its summary (losses, D outputs, judge report)."""
     seed_everything(cfg.seed)
     generator = Generator(cfg.dim_z, cfg.g_channels).to(device)
@@ -231,10 +215,10 @@ def train_one(cfg: Step1Config, folder: Path, train_x: torch.Tensor, device, eva
     g_optimizer = adam(generator.parameters(), lr=lr_g, betas=(cfg.beta1, 0.999))
     criterion = nn.BCEWithLogitsLoss()
     loader = TensorLoader(train_x, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
-    test_noise = fixed_noise(64, cfg.dim_z, cfg.seed, device)
+    test_noise = fixed_noise(64, cfg.dim_z, seed=cfg.seed, device=device)
     snapshots = Snapshots()
-    run = Run(folder, {**cfg.to_dict(), "lr_d_used": lr_d, "lr_g_used": lr_g, "device": str(device),
-                       "train_images": len(train_x)})
+    run = Run(folder, {**cfg.to_dict(), "lr_d_used": lr_d, "lr_g_used": lr_g,
+                       **resolved(device, cfg.precision, data_source), "train_images": len(train_x)})
     objects = {"G": generator, "D": discriminator, "opt_G": g_optimizer, "opt_D": d_optimizer,
                "loader": loader, "snapshots": snapshots}
     start_epoch = run.resume(objects) if cfg.resume else 0
@@ -260,7 +244,7 @@ def train_one(cfg: Step1Config, folder: Path, train_x: torch.Tensor, device, eva
     if evaluator is not None:
         generator.eval()
         with torch.no_grad():
-            z = fixed_noise(cfg.n_eval, cfg.dim_z, cfg.seed + 1, device)
+            z = fixed_noise(cfg.n_eval, cfg.dim_z, seed=cfg.seed + 1, device=device)
             samples = torch.cat([generator(z[i:i + 1000]) for i in range(0, len(z), 1000)]).cpu()
         report = evaluator.report(samples, value_range=(-1, 1))
     last = h.epochs[-1]
@@ -288,7 +272,7 @@ def resolve_ablations(spec: str) -> list[str]:
     return names
 
 
-def run_ablations(cfg: Step1Config, train_x, device, evaluator) -> Path:
+def run_ablations(cfg: Step1Config, train_x, device, evaluator, data_source: str | None = None) -> Path:
     """Each named ablation in its own sub-folder, then a loss overlay, a sample panel and a table."""
     base = run_dir("ee8520", "step1", "ablations", cfg.out_dir, quick=cfg.quick)
     results = {}
@@ -296,7 +280,7 @@ def run_ablations(cfg: Step1Config, train_x, device, evaluator) -> Path:
         description, changes = ABLATIONS[name]
         print(f"[step1] ablation {name}: {description}")
         sub = dataclasses.replace(cfg, epochs=cfg.ablation_epochs, **changes)
-        results[name] = train_one(sub, base / name, train_x, device, evaluator, imgs_dir=None)
+        results[name] = train_one(sub, base / name, train_x, device, evaluator, imgs_dir=None, data_source=data_source)
 
     def per_epoch(key):
         return {n: ([e["epoch"] for e in r["epoch_curves"]], [e.get(key, np.nan) for e in r["epoch_curves"]])
@@ -333,12 +317,12 @@ def main(argv=None) -> None:
     train_x = images(train, scale="tanh", device=device).reshape(len(train), -1)
     evaluator = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root) if cfg.n_eval > 0 else None
     if cfg.ablation:
-        base = run_ablations(cfg, train_x, device, evaluator)
+        base = run_ablations(cfg, train_x, device, evaluator, train.source)
         print(f"[step1] ablation figures and table in {base}")
         return
     folder = run_dir("ee8520", "step1", "gan", cfg.out_dir, quick=cfg.quick)
     imgs = skeleton_imgs_dir(COURSE_DIR, folder, cfg)
-    train_one(cfg, folder, train_x, device, evaluator, imgs)
+    train_one(cfg, folder, train_x, device, evaluator, imgs, train.source)
     print(f"[step1] figures in {shown(imgs)} and {shown(folder)}")
 
 

@@ -19,22 +19,22 @@ grey levels, so the numbers are not comparable with ELBOs on binarized MNIST.
 from __future__ import annotations
 
 import dataclasses
-import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from common.cli import BaseConfig, parse_config, run_main
 from common.data import TensorLoader, images, load_split
+from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown, skeleton_imgs_dir
 from common.plotting import plot_embeddings, plot_latent_grid, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
-from common.training import NonFiniteLoss, Run, adam, get_device, load_checkpoint, progress, seed_everything
+from common.training import (NonFiniteLoss, Run, adam, fixed_noise, get_device, load_checkpoint, resolved,
+                             seed_everything)
 from models.VAE import VAE_model
 
 COURSE_DIR = Path(__file__).resolve().parent
@@ -177,7 +177,7 @@ def evaluate(model, x: torch.Tensor, batch: int = 2000) -> dict:
 
 
 def train_vae(cfg: Step3Config, folder: Path, train_x, test_x, device,
-              keep_last_good: bool = False) -> tuple[VAE_model, Run]:
+              keep_last_good: bool = False, data_source: str | None = None) -> tuple[VAE_model, Run]:
     """Train one configuration, logging train and test terms per epoch; checkpoint each epoch.
 
     A NaN loss stops the run (the last good checkpoint is kept). With ``keep_last_good`` (the
@@ -187,40 +187,34 @@ def train_vae(cfg: Step3Config, folder: Path, train_x, test_x, device,
     model = VAE_model(train_x.shape[1], cfg.hidden_dims).to(device)
     optimizer = adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loader = TensorLoader(train_x, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
-    run = Run(folder, {**cfg.to_dict(), "device": str(device), "train_images": len(train_x),
+    run = Run(folder, {**cfg.to_dict(), **resolved(device, cfg.precision, data_source), "train_images": len(train_x),
                        "test_images": len(test_x), "z_size": model.z_size})
     objects = {"model": model, "optimizer": optimizer, "loader": loader}
     start_epoch = run.resume(objects) if cfg.resume else 0
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        t0, sums, steps = time.time(), np.zeros(3), 0
-        try:
-            for (xb,) in progress(loader, desc=f"VAE epoch {epoch + 1}/{cfg.epochs}"):
-                loss, recon, kl = loss_func(model, xb, cfg.coeff, return_terms=True)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                values = (loss.item(), recon.item(), kl.item())
-                run.step += 1
-                run.guard(epoch, loss=values[0])
-                sums += values
-                steps += 1
-        except NonFiniteLoss as err:
-            if not (keep_last_good and run.ckpt_path.exists()):
-                raise
-            print(f"[step3] diverged: {err}")
-            load_checkpoint(run.ckpt_path, {"model": model, "history": run.history})
-            return model, run
-        train_loss, train_recon, train_kl = sums / steps
-        seconds = time.time() - t0
+
+    def step(batch, i):
+        loss, recon, kl = loss_func(model, batch[0], cfg.coeff, return_terms=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"train_loss": loss, "train_recon": recon, "train_kl": kl}
+
+    def end_of_epoch(ep):
         test = evaluate(model, test_x)
-        run.history.log_epoch(epoch=epoch + 1, train_loss=train_loss, train_recon=train_recon, train_kl=train_kl,
-                              train_neg_elbo=train_recon + train_kl, test_recon=test["recon"], test_kl=test["kl"],
-                              test_neg_elbo=test["neg_elbo"], test_mse=test["mse"], seconds=seconds)
-        print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {train_loss:.2f} (recon {train_recon:.2f}, KL {train_kl:.2f})"
-              f"  test -ELBO {test['neg_elbo']:.2f} (recon {test['recon']:.2f}, KL {test['kl']:.2f})"
-              f"  ({seconds:.1f} s)", flush=True)
-        run.checkpoint(epoch + 1, objects)
+        r = ep.row
+        ep.row = {**{k: r[k] for k in ("epoch", "train_loss", "train_recon", "train_kl")},
+                  "train_neg_elbo": r["train_recon"] + r["train_kl"], "test_recon": test["recon"],
+                  "test_kl": test["kl"], "test_neg_elbo": test["neg_elbo"], "test_mse": test["mse"],
+                  "seconds": r["seconds"]}
+
+    try:
+        train_epochs(step, loader, cfg.epochs, run=run, objects=objects, start=start_epoch, models=(model,),
+                     on_epoch=[end_of_epoch], log_steps=False, desc="VAE epoch", label="step3")
+    except NonFiniteLoss as err:
+        if not (keep_last_good and run.ckpt_path.exists()):
+            raise
+        print(f"[step3] diverged: {err}")
+        load_checkpoint(run.ckpt_path, {"model": model, "history": run.history})
     return model, run
 
 
@@ -256,8 +250,7 @@ def finish_run(cfg, model, run, test_split, test_x, device, evaluator, imgs_dir:
                         title="VAE latent space: mean of q(z|x) for each test image",
                         xlabel="$z_1$", ylabel="$z_2$")
     with torch.no_grad():
-        z = torch.randn(max(cfg.n_eval, 64), model.z_size, generator=torch.Generator().manual_seed(cfg.seed + 1))
-        samples = model.decode(z.to(device)).cpu()
+        samples = model.decode(fixed_noise(max(cfg.n_eval, 64), model.z_size, seed=cfg.seed + 1, device=device)).cpu()
     save_grid(samples[:64], run.path("prior_samples.png"), nrow=8, value_range=(0, 1),
               title="VAE: decoded samples z ~ N(0, I)")
     report = evaluator.report(samples[:cfg.n_eval], value_range=(0, 1)) if evaluator is not None else {}
@@ -273,7 +266,7 @@ def finish_run(cfg, model, run, test_split, test_x, device, evaluator, imgs_dir:
     return metrics
 
 
-def run_sweep(cfg, train_x, test_split, test_x, device, evaluator) -> Path:
+def run_sweep(cfg, train_x, test_split, test_x, device, evaluator, data_source: str | None = None) -> Path:
     """Each SWEEP entry in its own sub-folder, then a table and an overlay of test -ELBO per epoch."""
     base = run_dir("ee8520", "step3", "sweep", cfg.out_dir, quick=cfg.quick)
     rows, curves = [], {}
@@ -285,7 +278,8 @@ def run_sweep(cfg, train_x, test_split, test_x, device, evaluator) -> Path:
         description, changes = SWEEP[name]
         print(f"[step3] sweep {name}: {description}")
         sub = dataclasses.replace(cfg, **changes)
-        model, run = train_vae(sub, base / name, train_x, test_x, device, keep_last_good=True)
+        model, run = train_vae(sub, base / name, train_x, test_x, device, keep_last_good=True,
+                               data_source=data_source)
         m = finish_run(sub, model, run, test_split, test_x, device, evaluator, imgs_dir=None)
         h = run.history.epochs
         diverged = len(h) < sub.epochs  # stopped by a NaN; evaluated at its last good epoch
@@ -321,12 +315,12 @@ def main(argv=None) -> None:
     test_x = images(test, scale="unit", device=device).reshape(len(test), -1)
     evaluator = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root) if cfg.n_eval > 0 else None
     if cfg.sweep:
-        base = run_sweep(cfg, train_x, test, test_x, device, evaluator)
+        base = run_sweep(cfg, train_x, test, test_x, device, evaluator, train.source)
         print(f"[step3] sweep table and figures in {base}")
         return
     folder = run_dir("ee8520", "step3", "vae", cfg.out_dir, quick=cfg.quick)
     imgs = skeleton_imgs_dir(COURSE_DIR, folder, cfg)
-    model, run = train_vae(cfg, folder, train_x, test_x, device)
+    model, run = train_vae(cfg, folder, train_x, test_x, device, data_source=train.source)
     finish_run(cfg, model, run, test, test_x, device, evaluator, imgs)
     print(f"[step3] figures in {shown(imgs)} and {shown(run.dir)}")
 

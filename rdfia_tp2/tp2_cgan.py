@@ -24,16 +24,16 @@ import torch
 
 from common import data as D
 from common.cli import BaseConfig, parse_config, run_main
+from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, run_path, shown
 from common.plotting import plot_bars, save_grid
 from common.tables import write_table
-from common.training import Run, get_device, resolve_precision, seed_everything
+from common.training import Run, fixed_noise, get_device, resolve_precision, resolved, seed_everything
 from tp2_dcgan import PART as DCGAN_PART
-from tp2_dcgan import (COURSE, GENERATOR_LOSSES, Keep, channels_last, generate, load_data,
-                       make_optimizers, plot_training, train_epoch)
-from tp2_models import (ConditionalDiscriminator, ConditionalGenerator, conditional_grid_inputs, sample_z,
-                        weights_init)
+from tp2_dcgan import (COURSE, GENERATOR_LOSSES, Keep, channels_last, generate, load_data, make_optimizers,
+                       make_step, plot_training, step_schedulers)
+from tp2_models import ConditionalDiscriminator, ConditionalGenerator, conditional_grid_inputs, weights_init
 
 PART = "cgan"
 
@@ -96,7 +96,7 @@ def main(argv=None) -> dict:
     n_classes = len(split.info.classes)
     y1h = D.one_hot(y, n_classes)
     folder = run_dir(COURSE, PART, "default", cfg.out_dir, quick=cfg.quick)
-    run = Run(folder, {**cfg.to_dict(), "precision_resolved": precision, "data_source": split.source,
+    run = Run(folder, {**cfg.to_dict(), **resolved(device, precision, split.source),
                        "n_train": len(split)})
     title = "Conditional DCGAN" + (" (quick)" if cfg.quick else "")
 
@@ -110,7 +110,7 @@ def main(argv=None) -> dict:
     g_loss_fn = GENERATOR_LOSSES[cfg.g_loss]
 
     # Progress rows: one fixed z per column and the column's class 0..9 (one digit of each class).
-    noise = sample_z(n_classes, cfg.nz, torch.Generator().manual_seed(1234 + cfg.seed))
+    noise = fixed_noise(n_classes, cfg.nz, 1, 1, seed=1234 + cfg.seed)
     labels = D.one_hot(torch.arange(n_classes), n_classes)
     keep = Keep(progress=[generate(G, noise, device, precision, labels)], progress_epochs=[0])
     objects = {"G": G, "D": Dn, "opt_G": opt_G, "opt_D": opt_D, "sched_G": sched_G, "sched_D": sched_D,
@@ -124,16 +124,13 @@ def main(argv=None) -> dict:
         y_fake = D.one_hot(torch.randint(0, n_classes, (len(real),), device=device), n_classes)
         return real, z, (y_real,), (y_fake,)
 
-    for epoch in range(start, cfg.epochs):
-        row = train_epoch(G, Dn, opt_G, opt_D, (sched_G, sched_D), loader, run, epoch, batch_inputs,
-                          g_loss_fn, device, precision, desc=f"cgan {epoch + 1}/{cfg.epochs}")
-        seconds = row["seconds"]
-        run.history.log_epoch(**row)
+    def end_of_epoch(ep):
         keep["progress"].append(generate(G, noise, device, precision, labels))
-        keep["progress_epochs"].append(epoch + 1)
-        print(f"[cgan] epoch {epoch + 1}/{cfg.epochs}: D loss {row['d_loss']:.3f}, G loss {row['g_loss']:.3f}, "
-              f"D(x, y) {row['D_x']:.3f}, D(G(z, y), y) {row['D_G_z']:.3f} ({seconds:.1f} s)")
-        run.checkpoint(epoch + 1, objects)
+        keep["progress_epochs"].append(ep.number)
+
+    train_epochs(make_step(G, Dn, opt_G, opt_D, batch_inputs, g_loss_fn, device, precision), loader, cfg.epochs,
+                 run=run, objects=objects, start=start, models=(G, Dn),
+                 on_epoch=[step_schedulers(opt_G, (sched_G, sched_D)), end_of_epoch], desc="cgan", label="cgan")
 
     plot_training(run, title, keep, col_labels=list(split.info.classes), xlabel="class y (one fixed z per column)")
     # The practical's closing test: rows = classes, columns share z.
@@ -147,7 +144,7 @@ def main(argv=None) -> dict:
     evaluator = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root)
     per = cfg.n_eval // n_classes
     y_eval = torch.arange(n_classes).repeat_interleave(per)
-    z_eval = sample_z(len(y_eval), cfg.nz, torch.Generator().manual_seed(2024 + cfg.seed))
+    z_eval = fixed_noise(len(y_eval), cfg.nz, 1, 1, seed=2024 + cfg.seed)
     samples = generate(G, z_eval, device, precision, D.one_hot(y_eval, n_classes))
     report = evaluator.report(samples, labels=y_eval)
     grid_probs = evaluator.probabilities(grid)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +23,13 @@ import torch
 
 from common import data as D
 from common.cli import BaseConfig, parse_config, run_main
+from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_curves, plot_panels, save_grid
 from common.tables import write_table
-from common.training import Run, adam, autocast, get_device, progress, resolve_precision, seed_everything
+from common.training import (Run, adam, autocast, fixed_noise, get_device, resolve_precision, resolved,
+                             seed_everything)
 from tp2_models import (GENERATOR_LOSSES, Discriminator, Generator, discriminator_loss, lerp, sample_z, slerp,
                         weights_init)
 
@@ -151,33 +152,23 @@ def gan_step(G, D, opt_G, opt_D, real, z, g_loss_fn, device, precision, cond_rea
             "D_G_z": d_fake.detach().float().mean()}
 
 
-def train_epoch(G, Dn, opt_G, opt_D, scheds, loader, run: Run, epoch: int, batch_inputs, g_loss_fn, device,
-                precision: str, desc: str) -> dict:
-    """One epoch of ``gan_step`` over ``loader``, then one step of each LR scheduler.
-
-    ``batch_inputs(batch) -> (real, z, cond_real, cond_fake)`` turns a loader batch into the step's
-    inputs (the unconditional model has no conditions). Returns the epoch row: mean losses and D
-    outputs, the learning rate used, and the seconds it took.
-    """
-    G.train()
-    Dn.train()
-    t0 = time.perf_counter()
-    sums: dict[str, float] = {}
-    for batch in progress(loader, desc=desc):
+def make_step(G, Dn, opt_G, opt_D, batch_inputs, g_loss_fn, device, precision: str):
+    """The loop's step: ``gan_step`` on one loader batch. ``batch_inputs(batch) -> (real, z,
+    cond_real, cond_fake)`` turns it into the step's inputs (the unconditional model has no conditions)."""
+    def step(batch, i):
         real, z, cond_real, cond_fake = batch_inputs(batch)
-        out = gan_step(G, Dn, opt_G, opt_D, real, z, g_loss_fn, device, precision,
-                       cond_real=cond_real, cond_fake=cond_fake)
-        run.step += 1
-        run.guard(epoch, d_loss=out["d_loss"], g_loss=out["g_loss"])
-        vals = {k: float(v) for k, v in out.items()}
-        run.history.log_step(step=run.step, epoch=epoch + 1, **vals)
-        for k, v in vals.items():
-            sums[k] = sums.get(k, 0.0) + v
-    seconds = time.perf_counter() - t0
-    lr = opt_G.param_groups[0]["lr"]
-    for sched in scheds:
-        sched.step()
-    return {"epoch": epoch + 1, **{k: v / len(loader) for k, v in sums.items()}, "lr": lr, "seconds": seconds}
+        return gan_step(G, Dn, opt_G, opt_D, real, z, g_loss_fn, device, precision,
+                        cond_real=cond_real, cond_fake=cond_fake)
+    return step
+
+
+def step_schedulers(opt_G, scheds):
+    """An end-of-epoch callback: log the epoch's learning rate, then step each LR scheduler."""
+    def on_epoch(ep):
+        ep.row["lr"] = opt_G.param_groups[0]["lr"]
+        for sched in scheds:
+            sched.step()
+    return on_epoch
 
 
 def make_optimizers(cfg, G, D):
@@ -186,11 +177,6 @@ def make_optimizers(cfg, G, D):
     milestones = [e - 1 for e in cfg.lr_decay_epochs if e >= 2]
     scheds = [torch.optim.lr_scheduler.MultiStepLR(o, milestones=milestones, gamma=0.1) for o in (opt_G, opt_D)]
     return opt_G, opt_D, scheds
-
-
-def fixed_noise(nz: int, n: int, seed: int, offset: int = 1234) -> torch.Tensor:
-    """The same noise for every figure of a run (and every run with the same nz and seed)."""
-    return sample_z(n, nz, torch.Generator().manual_seed(offset + seed))
 
 
 def plot_training(run: Run, title: str, keep: Keep, value_range=(-1, 1), col_labels=None,
@@ -239,8 +225,8 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
     info = split.info
     folder = part_dir(cfg) / name
     folder.mkdir(parents=True, exist_ok=True)
-    run = Run(folder, {**cfg.to_dict(), "experiment": name, "precision_resolved": precision,
-                       "data_source": split.source, "n_train": len(split)})
+    run = Run(folder, {**cfg.to_dict(), "experiment": name, **resolved(device, precision, split.source),
+                       "n_train": len(split)})
     title = f"DCGAN {name}" + (" (quick)" if cfg.quick else "")
 
     G = Generator(cfg.nz, cfg.ngf, info.channels).to(device)
@@ -252,7 +238,7 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
     opt_G, opt_D, (sched_G, sched_D) = make_optimizers(cfg, G, Dn)
     loader = D.TensorLoader(x, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
     g_loss_fn = GENERATOR_LOSSES[cfg.g_loss]
-    noise = fixed_noise(cfg.nz, 10, cfg.seed)
+    noise = fixed_noise(10, cfg.nz, 1, 1, seed=1234 + cfg.seed)
     keep = Keep(progress=[generate(G, noise, device, precision)], progress_epochs=[0], fd=[], fd_epochs=[])
     objects = {"G": G, "D": Dn, "opt_G": opt_G, "opt_D": opt_D, "sched_G": sched_G, "sched_D": sched_D,
                "loader": loader, "keep": keep}
@@ -276,27 +262,25 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
         keep["fd"].append(evaluator.frechet(generate(G, sample_z(cfg.n_eval_epoch, cfg.nz, eval_g), device, precision)))
         keep["fd_epochs"].append(0)
 
-    for epoch in range(start, cfg.epochs):
-        row = train_epoch(G, Dn, opt_G, opt_D, (sched_G, sched_D), loader, run, epoch,
-                          lambda batch: (batch[0], torch.randn(len(batch[0]), cfg.nz, 1, 1, device=device), (), ()),
-                          g_loss_fn, device, precision, desc=f"{name} {epoch + 1}/{cfg.epochs}")
-        seconds = row["seconds"]
+    def end_of_epoch(ep):
         keep["progress"].append(generate(G, noise, device, precision))
-        keep["progress_epochs"].append(epoch + 1)
+        keep["progress_epochs"].append(ep.number)
         if per_epoch_fd:
             z_eval = sample_z(cfg.n_eval_epoch, cfg.nz, eval_g)
-            row["frechet_distance"] = evaluator.frechet(generate(G, z_eval, device, precision))
-            keep["fd"].append(row["frechet_distance"])
-            keep["fd_epochs"].append(epoch + 1)
-        run.history.log_epoch(**row)
-        print(f"[{name}] epoch {epoch + 1}/{cfg.epochs}: D loss {row['d_loss']:.3f}, G loss {row['g_loss']:.3f}, "
-              f"D(x) {row['D_x']:.3f}, D(G(z)) {row['D_G_z']:.3f}"
-              + (f", FD {row['frechet_distance']:.2f}" if "frechet_distance" in row else "") + f" ({seconds:.1f} s)")
-        run.checkpoint(epoch + 1, objects)
+            ep.row["frechet_distance"] = evaluator.frechet(generate(G, z_eval, device, precision))
+            keep["fd"].append(ep.row["frechet_distance"])
+            keep["fd_epochs"].append(ep.number)
+
+    def batch_inputs(batch):  # real images and fresh noise, no conditions
+        return batch[0], torch.randn(len(batch[0]), cfg.nz, 1, 1, device=device), (), ()
+
+    train_epochs(make_step(G, Dn, opt_G, opt_D, batch_inputs, g_loss_fn, device, precision), loader, cfg.epochs,
+                 run=run, objects=objects, start=start, models=(G, Dn),
+                 on_epoch=[step_schedulers(opt_G, (sched_G, sched_D)), end_of_epoch], desc=name, label=name)
 
     # Final figures and metrics from the trained generator.
     plot_training(run, title, keep)
-    grid_noise = fixed_noise(cfg.nz, 64, cfg.seed, offset=777)
+    grid_noise = fixed_noise(64, cfg.nz, 1, 1, seed=777 + cfg.seed)
     save_grid(generate(G, grid_noise, device, precision), run.path("samples.png"), nrow=8,
               title=f"{title}: 64 samples after {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}")
     plot_interpolation(G, cfg.nz, device, precision, run.path("interpolation.png"), title, cfg.seed)
@@ -315,7 +299,7 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
                "frechet_per_epoch_n": cfg.n_eval_epoch}
     if has_judge:
         evaluator = get_evaluator()
-        z_eval = sample_z(cfg.n_eval, cfg.nz, torch.Generator().manual_seed(2024 + cfg.seed))
+        z_eval = fixed_noise(cfg.n_eval, cfg.nz, 1, 1, seed=2024 + cfg.seed)
         metrics.update(evaluator.report(generate(G, z_eval, device, precision)))
     else:
         metrics.update({"frechet_distance": None,

@@ -189,9 +189,7 @@ def test_a_huge_learning_rate_stops_with_exit_3(tiny, runner, outputs):
     assert "diverged" in line or "nan" in line or "inf" in line
     assert "lower --lr" in line.lower()
     config = json.loads(sorted(out.rglob("config.json"))[0].read_text())
-    precision = next(config[k] for k in ("precision_resolved", "resolved_precision", "precision_used", "precision")
-                     if k in config)
-    assert ("--precision fp32" in line) == (precision == "bf16"), line
+    assert ("--precision fp32" in line) == (config["precision_resolved"] == "bf16"), line
 
 
 def _states(path: Path) -> dict:

@@ -255,7 +255,7 @@ def test_quick_run_every_figure_and_resume(tmp_path):
     assert all(math.isfinite(s["loss_C"]) and s["gp"] >= 0 for s in history["steps"])
     assert {"d_real", "d_fake", "gp", "loss_C", "loss_G"} <= set(history["steps"][0])
     config = json.loads((out / "config.json").read_text())
-    assert config["resolved_precision"] in ("fp32", "bf16") and config["n_critic"] == 3
+    assert config["precision_resolved"] in ("fp32", "bf16") and config["n_critic"] == 3
     table = (out / "quality_table.md").read_text()
     assert "| G |" in table and "| G_ema |" in table
 
