@@ -4,7 +4,7 @@ Handout Step 2 (b)-(d); models in ``models/AR.py`` (van den Oord et al., ICML 20
 2016). Run from inside ``ee8520_hw2/`` with no arguments (``python hw2_step2_main.py``) or as
 ``make ee8520-step2``; ``--help`` lists the flags, ``--quick`` is the smoke-sized run.
 
-Both models are trained side by side, one epoch of each per epoch, with ``BCEWithLogitsLoss`` on
+Both models are trained side by side, each updated on every batch, with ``BCEWithLogitsLoss`` on
 threshold-binarized pixels (the skeleton's ``binarize_image``) or, with ``--binarize bernoulli``,
 on a fresh seeded Bernoulli draw of every batch (dynamic binarization, the protocol behind the
 PixelCNN paper's 81.30 nats). Writes ``imgs/pixelcnn_generated.png`` (the skeleton's 8x8 grid; with
@@ -34,7 +34,8 @@ from common.metrics import Evaluator, fixed_binarization, nats_to_bits_per_dim  
 from common.paths import run_dir, shown, skeleton_imgs_dir  # noqa: E402
 from common.plotting import grid_image, plot_bars, plot_panels, save_grid  # noqa: E402
 from common.tables import write_table  # noqa: E402
-from common.training import Run, adam, autocast, get_device, progress, resolve_precision, seed_everything  # noqa: E402
+from common.loop import train_epochs  # noqa: E402
+from common.training import Run, adam, autocast, get_device, resolve_precision, resolved, seed_everything  # noqa: E402
 from models.AR import (ConditionalPixelCNN, PixelCNN, draw_uniforms, nll_nats_per_image,  # noqa: E402
                        sample_fast, set_conv_impl)
 
@@ -90,41 +91,38 @@ def _logits(model, x, y, conditioning_flag):
     return model(x, y) if conditioning_flag else model(x)
 
 
+def train_step(model, optimizer, loss_fn, x, y, conditioning_flag, device, precision="fp32", channels_last=False):
+    """One update of ``loss_fn(logits, x)`` (BCEWithLogitsLoss: the per-pixel NLL); the
+    conditional model (``conditioning_flag``) also gets the labels (one-hot or integers). Returns
+    the batch's NLL in nats per image."""
+    x, y = x.to(device), y.to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device, precision):
+        logits = _logits(model, x, y, conditioning_flag)
+    loss = loss_fn(logits.float(), x)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach() * PIXELS
+
+
 def train(dataloader, model, optimizer, epochs, train_dataset, loss_fn, batch_size, conditioning_flag, device,
-          *, precision="fp32", channels_last=False, run=None, epoch_offset=0, desc="PixelCNN"):
-    """The skeleton's training loop: ``epochs`` passes of ``loss_fn(logits, x)`` (BCEWithLogitsLoss,
-    the per-pixel NLL) with ``optimizer``; the conditional model (``conditioning_flag``) also gets the
-    one-hot labels. Returns the mean training NLL of each epoch in nats per image.
+          *, precision="fp32", channels_last=False, desc="PixelCNN"):
+    """The skeleton's training loop: ``epochs`` passes of :func:`train_step` over ``dataloader``
+    (through the shared epoch loop, which guards every loss). Returns the mean training NLL of
+    each epoch in nats per image.
 
     ``train_dataset`` and ``batch_size`` are kept for the skeleton's signature (the loader already
-    holds both). Keyword extras: bf16 ``precision``, ``channels_last`` inputs, and a ``Run`` whose NaN
-    guard checks every step and whose history logs it.
+    holds both). Keyword extras: bf16 ``precision`` and ``channels_last`` inputs.
     """
-    model.train()
-    per_epoch = []
-    for epoch in range(epochs):
-        total, count = 0.0, 0
-        bar = progress(dataloader, desc=f"{desc} epoch {epoch_offset + epoch + 1}")
-        for x, y in bar:
-            x, y = x.to(device), y.to(device)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, precision):
-                logits = _logits(model, x, y, conditioning_flag)
-            loss = loss_fn(logits.float(), x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            nats = loss.item() * PIXELS
-            if run is not None:
-                run.step += 1
-                run.guard(epoch_offset + epoch, **{f"{desc} loss": loss.item()})
-                run.history.log_step(model=desc, step=run.step, epoch=epoch_offset + epoch + 1, nll_nats=nats)
-            total += nats * len(x)
-            count += len(x)
-            bar.set_postfix(nll=f"{nats:.1f}")
-        per_epoch.append(total / count)
-    return per_epoch
+    def step(batch, i):
+        x, y = batch
+        return {"nll_nats": train_step(model, optimizer, loss_fn, x, y, conditioning_flag, device,
+                                       precision, channels_last)}
+
+    done = train_epochs(step, dataloader, epochs, models=(model,), guard=["nll_nats"], label=desc, desc=desc)
+    return [ep.means()["nll_nats"] for ep in done]
 
 
 @torch.no_grad()
@@ -167,8 +165,6 @@ def main(argv=None):
     channels_last = precision == "bf16" and device.type == "cpu"
     out = run_dir("ee8520", "step2", cfg.name, cfg.out_dir, quick=cfg.quick)
     imgs = skeleton_imgs_dir(HERE, out, cfg)
-    run = Run(out, {**cfg.to_dict(), "precision_resolved": precision, "channels_last": channels_last,
-                    "device_resolved": str(device)})
 
     # Data: [0, 1] floats; binarized once (threshold) or per batch (bernoulli); test set fixed
     train_split = D.load_split("mnist", "train", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
@@ -183,6 +179,7 @@ def main(argv=None):
         transform = DynamicBinarizer(cfg.seed)
         x_test_bin = fixed_binarization(x_test)
     loader = D.TensorLoader(x_train, y_train, batch_size=cfg.batch_size, seed=cfg.seed, transform=transform)
+    run = Run(out, {**cfg.to_dict(), **resolved(device, precision, train_split.source), "channels_last": channels_last})
     print(f"[step2] {len(train_split)} train / {len(test_split)} test images ({train_split.source}), "
           f"{cfg.binarize} binarization, precision {precision}{' + channels_last' if channels_last else ''}, "
           f"conv {cfg.conv_impl}, device {device}")
@@ -200,23 +197,27 @@ def main(argv=None):
     start = run.resume(objects) if cfg.resume else 0
     loss_fn = nn.BCEWithLogitsLoss()  # mean over pixels = NLL / 784 (handout Step 2 (a))
 
-    t0 = time.perf_counter()
-    for epoch in range(start, cfg.epochs):
-        t_epoch = time.perf_counter()
-        row = {"epoch": epoch + 1}
+    def step(batch, i):
+        """One update of each model on the same batch (and the same binarization of it)."""
+        x, y = batch
+        return {f"{name}_nll": train_step(model, opts[name], loss_fn, x, y, name == "conditional", device,
+                                          precision, channels_last) for name, model in models.items()}
+
+    def test_set(ep):
         for name, model in models.items():
-            cond = name == "conditional"
-            (row[f"{name}_train_nll"],) = train(loader, model, opts[name], 1, x_train, loss_fn, cfg.batch_size,
-                                                cond, device, precision=precision, channels_last=channels_last,
-                                                run=run, epoch_offset=epoch, desc=name)
-            row[f"{name}_test_nll"] = test_nll(model, x_test_bin, y_test, cond, device, precision,
-                                               channels_last=channels_last)
-        row["seconds"] = time.perf_counter() - t_epoch
-        run.history.log_epoch(**row)
-        run.checkpoint(epoch + 1, objects)
-        print(f"[step2] epoch {epoch + 1}/{cfg.epochs}: NLL nats/image train/test "
-              f"unconditional {row['unconditional_train_nll']:.2f}/{row['unconditional_test_nll']:.2f}, "
-              f"conditional {row['conditional_train_nll']:.2f}/{row['conditional_test_nll']:.2f}")
+            ep.row[f"{name}_train_nll"] = ep.row.pop(f"{name}_nll")
+            ep.row[f"{name}_test_nll"] = test_nll(model, x_test_bin, y_test, name == "conditional", device,
+                                                  precision, channels_last=channels_last)
+
+    def line(ep):
+        r = ep.row
+        return (f"[step2] epoch {ep.number}/{ep.epochs}: NLL nats/image train/test "
+                f"unconditional {r['unconditional_train_nll']:.2f}/{r['unconditional_test_nll']:.2f}, "
+                f"conditional {r['conditional_train_nll']:.2f}/{r['conditional_test_nll']:.2f}")
+
+    t0 = time.perf_counter()
+    train_epochs(step, loader, cfg.epochs, run=run, objects=objects, start=start, models=list(models.values()),
+                 on_epoch=[test_set], guard=[f"{name}_nll" for name in models], line=line, desc="epoch")
     train_seconds = time.perf_counter() - t0
 
     # Test NLL of the final models in fp32 under both protocols: the skeleton's threshold and one
