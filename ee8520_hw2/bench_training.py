@@ -13,7 +13,7 @@ speed-up only counts if ours is within 0.3 nats of the baseline (or better). Ear
 two runs drift apart by more than rounding alone explains, so the script also scores the same
 baseline weights under bf16 autocast: the precision effect without training noise.
 
-    cd ee8520_hw2 && python bench_training.py [--steps 120] [--rounds 4]
+    cd ee8520_hw2 && python bench_training.py [--steps 30] [--rounds 3]
 
 Share of peak (issue 20, ``common.bench``): the FLOPs of one step of each variant
 (``FlopCounterMode``, forward and backward; the taps variants run fewer FLOPs than the full
@@ -109,9 +109,9 @@ class Variant:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--steps", type=int, default=120, help="training steps of baseline and ours for the NLL check")
-    parser.add_argument("--rounds", type=int, default=4, help="timing rounds (each times every variant)")
-    parser.add_argument("--per-round", type=int, default=2, help="timed steps per variant per round")
+    parser.add_argument("--steps", type=int, default=30, help="training steps of baseline and ours for the NLL check")
+    parser.add_argument("--rounds", type=int, default=3, help="timing rounds (each times every variant)")
+    parser.add_argument("--per-round", type=int, default=1, help="timed steps per variant per round")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--test-images", type=int, default=2000)
     parser.add_argument("--data-root", default=None)
