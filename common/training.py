@@ -503,7 +503,7 @@ class Run:
         self.step = ckpt["step"]
         self._checkpointed = True
         self._write_config()
-        print(f"[resume] continuing after epoch {ckpt['epoch']} from {self.ckpt_path}")
+        print(f"[resume] continuing after epoch {ckpt['epoch']} from {shown(self.ckpt_path)}")
         return ckpt["epoch"]
 
     def _mismatch(self, ckpt: dict, key: str, exc: Exception) -> str:
