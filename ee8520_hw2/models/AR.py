@@ -337,7 +337,7 @@ class _Sampler:
         b = layer.bias if layer.bias is not None else torch.zeros(layer.out_channels, device=self.device,
                                                                   dtype=self.dtype)
         b = b.expand(self.n, -1)
-        return b + layer.class_bias(self.y).to(self.dtype) if self.cond and hasattr(layer, "class_bias") else b
+        return b + layer.class_bias(self.y).to(self.dtype) if self.cond else b
 
     def run(self, uniforms):
         n, _, height, width = uniforms.shape
