@@ -27,9 +27,10 @@ from common.metrics import Evaluator
 from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
-from common.training import EpochSamples, Run, adam, get_device, resolve_precision, resolved, seed_everything
+from common.training import (EpochSamples, Run, adam, get_device, lerp, resolve_precision, resolved, seed_everything,
+                             slerp)
 from wgan_gp_model import (NUM_CLASSES, Critic, Generator, Recipe, build, class_labels, critic_step, fixed_latents,
-                           generate, generator_step, lerp, memory_format, noise, slerp)
+                           generate, generator_step, memory_format, noise)
 
 COURSE, PART = "csc8851_hw2", "wgan_gp"
 PSIS = (3.0, 2.5, 2.0, 1.5, 1.0, 0.8, 0.6, 0.4, 0.2, 0.1)

@@ -174,20 +174,6 @@ def noise(n: int, z_dim: int, seed: int) -> torch.Tensor:
     return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
 
 
-def lerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """(1 - t) z0 + t z1."""
-    return (1 - t) * z0 + t * z1
-
-
-def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """sin((1-t) w)/sin(w) z0 + sin(t w)/sin(w) z1, w the angle between z0 and z1 (lerp if parallel)."""
-    cos = (z0 * z1).sum(-1, keepdim=True) / (z0.norm(dim=-1, keepdim=True) * z1.norm(dim=-1, keepdim=True))
-    w = torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
-    s = torch.sin(w)
-    out = (torch.sin((1 - t) * w) * z0 + torch.sin(t * w) * z1) / s
-    return torch.where(s.abs() < 1e-6, lerp(z0, z1, t), out)
-
-
 # --------------------------------------------------------------------------------------------
 # Part 2: building the models and one training step of each
 

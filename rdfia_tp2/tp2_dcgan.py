@@ -28,10 +28,9 @@ from common.metrics import Evaluator
 from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_curves, plot_panels, save_grid
 from common.tables import write_table
-from common.training import (Run, adam, autocast, fixed_noise, get_device, resolve_precision, resolved,
-                             seed_everything)
-from tp2_models import (GENERATOR_LOSSES, Discriminator, Generator, discriminator_loss, lerp, sample_z, slerp,
-                        weights_init)
+from common.training import (Run, adam, autocast, fixed_noise, get_device, lerp, resolve_precision, resolved,
+                             seed_everything, slerp)
+from tp2_models import GENERATOR_LOSSES, Discriminator, Generator, discriminator_loss, sample_z, weights_init
 
 COURSE, PART = "rdfia_tp2", "dcgan"
 
@@ -206,7 +205,8 @@ def plot_interpolation(G, nz, device, precision, path, title, seed, value_range=
     zs, labels = [], []
     for k in range(3):
         z1, z2 = sample_z(2, nz, g)
-        zs += [lerp(z1, z2, t), slerp(z1, z2, t)]
+        a, b = z1.view(1, -1), z2.view(1, -1)  # (1, nz): slerp's angle is taken over the whole latent
+        zs += [f(a, b, t.view(-1, 1)).view(-1, *z1.shape) for f in (lerp, slerp)]
         labels += [f"pair {k + 1} lerp", f"pair {k + 1} slerp"]
     imgs = generate(G, torch.cat(zs), device, precision)
     save_grid(imgs, path, nrow=10, title=f"{title}: interpolation from z1 (left) to z2 (right)",

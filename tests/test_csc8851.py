@@ -200,19 +200,6 @@ def test_generator_step_updates_ema_and_critic_step_trains_critic():
     assert not torch.equal(g0, G.fc.weight)
 
 
-def test_interpolations():
-    z0, z1 = torch.randn(3, 1, 64), torch.randn(3, 1, 64)
-    t = torch.linspace(0, 1, 5).view(1, 5, 1)
-    for f in (M.lerp, M.slerp):
-        path = f(z0, z1, t)
-        assert path.shape == (3, 5, 64)
-        torch.testing.assert_close(path[:, 0], z0[:, 0])
-        torch.testing.assert_close(path[:, -1], z1[:, 0], rtol=1e-4, atol=1e-5)
-    u = torch.nn.functional.normalize(torch.randn(2, 1, 64), dim=-1)
-    v = torch.nn.functional.normalize(torch.randn(2, 1, 64), dim=-1)
-    torch.testing.assert_close(M.slerp(u, v, t).norm(dim=-1), torch.ones(2, 5))  # stays on the sphere
-
-
 # --------------------------------------------------------------------------------------------
 # End to end
 
