@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .courses import courses as known_courses
 from .paths import OUTPUTS, shown
-from .report import _stamp, fmt_value, is_run_folder, read_table, table_html
+from .runs import _stamp, fmt_value, is_run_folder, read_table, table_html
 
 MAX_KEYS = 40
 

@@ -3,7 +3,7 @@ graded code and runs with PyPI packages alone, while the modules stay the one so
 
 A template's code cell made only of directive lines (and comment lines, which are kept) such as
 
-    #| inline: csc8851_hw2/wgan_gp.py: Generator, Critic
+    #| inline: csc8851_hw2/wgan_gp_model.py: Generator, Critic
     #| inline: common/training.py: make_ema, ema_update
 
 (paths from the repository root) is replaced by the named top-level definitions of each file, with

@@ -1,5 +1,6 @@
-"""Training utilities shared by every course: seeding, device, precision, EMA, gradient penalty,
-learning-rate schedules, history, checkpoints with resume, the NaN guard and progress bars.
+"""Training utilities shared by every course: seeding, device, precision, fixed noise and latent
+interpolation, EMA, gradient penalty, learning-rate schedules, history, checkpoints with resume,
+the NaN guard and progress bars.
 
 The optimizer steps stay in the course code, as the skeletons have them; this module only
 provides the pieces around them (see ``Run``).
@@ -56,6 +57,23 @@ def fixed_noise(n: int, *shape: int, seed: int, device="cpu") -> torch.Tensor:
     drawn on the CPU so a seed gives the same z on every device: the noise of a run's sample
     grids and evaluations, made once."""
     return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+def lerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(1 - t) z0 + t z1, broadcast: ``t`` of shape (K, 1, ...) walks K steps."""
+    return (1 - t) * z0 + t * z1
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """sin((1-t) w)/sin(w) z0 + sin(t w)/sin(w) z1, w the angle between z0 and z1 along the last
+    dimension (lerp where they are parallel), broadcast like ``lerp``. Spherical interpolation
+    (White, "Sampling Generative Networks", arXiv:1609.04468) keeps the norm typical of a Gaussian
+    sample along the path."""
+    cos = (z0 * z1).sum(-1, keepdim=True) / (z0.norm(dim=-1, keepdim=True) * z1.norm(dim=-1, keepdim=True))
+    w = torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
+    s = torch.sin(w)
+    out = (torch.sin((1 - t) * w) * z0 + torch.sin(t * w) * z1) / s
+    return torch.where(s.abs() < 1e-6, lerp(z0, z1, t), out)
 
 
 def check_device(name: str | None) -> None:

@@ -1,7 +1,7 @@
 """CSC 8851 HW2 benchmark: one WGAN-GP training epoch, our loop against a reference-style loop.
 
-Both sides run the same model (``wgan_gp.Generator``/``Critic``, identical initial weights), the
-same batch size (128), the same step functions (``wgan_gp.critic_step``/``generator_step``, n_critic
+Both sides run the same model (``wgan_gp_model.Generator``/``Critic``, identical initial weights), the
+same batch size (128), the same step functions (``wgan_gp_model.critic_step``/``generator_step``, n_critic
 critic updates per generator update) on the same number of batches, timed side by side in
 alternating chunks so that load from other processes hits both alike, then extrapolated to an epoch.
 
@@ -10,7 +10,7 @@ alternating chunks so that load from other processes hits both alike, then extra
   (what a plain PyTorch script does);
 - ours: the split in one tensor sliced by ``TensorLoader``, ``get_device`` (flushes denormals) and
   the precision ``--precision auto`` resolves to (``common.training.resolve_precision``: bf16 on a bf16 CPU),
-  channels-last memory format on a CPU (``wgan_gp.memory_format``), fused Adam (``common.training.adam``).
+  channels-last memory format on a CPU (``wgan_gp_model.memory_format``), fused Adam (``common.training.adam``).
   ``--compare-precision`` times our loop in the other precision too, in the same rounds.
 
 ``--quality-steps N`` also trains fp32 and bf16 from the same weights, data order and noise for N
@@ -41,6 +41,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import wgan_gp as W  # noqa: E402
+import wgan_gp_model as M  # noqa: E402
 from common import data as D  # noqa: E402
 from common.bench import PeakMeter, count_step_flops, print_share  # noqa: E402
 from common.cli import run_main  # noqa: E402
@@ -87,10 +88,10 @@ class Side:
                 self.it = iter(self.loader)
                 x, y = next(self.it)
             x, y = x.to(self.device).contiguous(memory_format=self.fmt), y.to(self.device)
-            W.critic_step(self.G, self.D, self.opt_D, x, y, self.cfg, self.device, self.precision)
+            M.critic_step(self.G, self.D, self.opt_D, x, y, self.cfg, self.device, self.precision)
             self.batches += 1
             if self.batches % self.cfg.n_critic == 0:
-                W.generator_step(self.G, self.G_ema, self.D, self.opt_G, y, self.cfg, self.device, self.precision)
+                M.generator_step(self.G, self.G_ema, self.D, self.opt_G, y, self.cfg, self.device, self.precision)
         if timed:
             self.seconds += time.perf_counter() - start
         else:
@@ -101,9 +102,9 @@ class Side:
         x, y = next(iter(self.loader))
         x, y = x.to(self.device).contiguous(memory_format=self.fmt), y.to(self.device)
         state = (self.G, self.G_ema, self.D, self.opt_G, self.opt_D)
-        critic = count_step_flops(lambda G, G_ema, D, opt_G, opt_D: W.critic_step(
+        critic = count_step_flops(lambda G, G_ema, D, opt_G, opt_D: M.critic_step(
             G, D, opt_D, x, y, self.cfg, self.device, self.precision), *state)
-        gen = count_step_flops(lambda G, G_ema, D, opt_G, opt_D: W.generator_step(
+        gen = count_step_flops(lambda G, G_ema, D, opt_G, opt_D: M.generator_step(
             G, G_ema, D, opt_G, y, self.cfg, self.device, self.precision), *state)
         return critic + gen / self.cfg.n_critic
 
@@ -111,8 +112,8 @@ class Side:
 def speed(args, cfg, device, precision) -> dict:
     root = data_root(args.data_root)
     seed_everything(0)
-    models = W.build(W.Config(channels_last=False), device)  # NCHW master copy; each side converts
-    fmt = W.memory_format(cfg, device)
+    models = M.build(W.Config(channels_last=False), device)  # NCHW master copy; each side converts
+    fmt = M.memory_format(cfg, device)
     split = D.load_split("mnist", "train", root=root)
     x = D.images(split, "tanh", size=32, resize=cfg.resize, device=device).contiguous(memory_format=fmt)
     ours_loader = D.TensorLoader(x, split.y.to(device), batch_size=cfg.batch_size, drop_last=True, seed=0)
@@ -162,20 +163,20 @@ def quality(args, cfg, device) -> dict:
     from common.metrics import Evaluator
 
     seed_everything(0)
-    models = W.build(cfg, device)
-    fmt = W.memory_format(cfg, device)
+    models = M.build(cfg, device)
+    fmt = M.memory_format(cfg, device)
     split = D.load_split("mnist", "train", root=args.data_root)
     x = D.images(split, "tanh", size=32, resize=cfg.resize, device=device).contiguous(memory_format=fmt)
     ev = Evaluator("mnist", device, data_root=args.data_root)
     y_eval = torch.arange(args.n_eval) % 10
-    z_eval = W.noise(args.n_eval, cfg.z_dim, 123)
+    z_eval = M.noise(args.n_eval, cfg.z_dim, 123)
     out = {"critic_steps": args.quality_steps, "n_eval": args.n_eval}
     for precision in ("fp32", "bf16"):
         torch.manual_seed(1)  # same noise draws on both sides
         loader = D.TensorLoader(x, split.y.to(device), batch_size=cfg.batch_size, drop_last=True, seed=0)
         side = Side(precision, models, loader, cfg, device, precision, True, fmt)
         side.run(args.quality_steps)
-        rep = ev.report(W.generate(side.G, z_eval, y_eval), y_eval, resized=cfg.resize)
+        rep = ev.report(M.generate(side.G, z_eval, y_eval), y_eval, resized=cfg.resize)
         out[precision] = {"frechet_distance": rep["frechet_distance"], "class_accuracy": rep["class_accuracy"],
                           "seconds": round(side.seconds, 1)}
         out["frechet_floor_train_vs_test"] = rep["frechet_floor_train_vs_test"]

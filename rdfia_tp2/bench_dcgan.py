@@ -6,7 +6,7 @@ Reference-style loop, as the course's notebook and pytorch/examples write it: a 
 transforms, fp32, PyTorch's default denormal handling. Ours (``tp2_dcgan.py``, ``tp2_cgan.py``):
 the whole split as one padded tensor sliced by ``TensorLoader``, denormals flushed
 (``get_device``), and the precision ``--precision auto`` resolves to (bf16 autocast on a bf16
-CPU). Same model, same batch size, same training step (``tp2_dcgan.gan_step``), the same number of
+CPU). Same model, same batch size, same training step (``tp2_training.gan_step``), the same number of
 batches for both, timed side by side in one process (interleaved blocks of batches, so a busy
 shared CPU slows both alike) and extrapolated to an epoch (469 batches of 128). Ours also keeps
 weights and batches channels-last (NHWC), oneDNN's fast layout for bf16 convolutions, steps with
@@ -37,7 +37,7 @@ from common.cli import BaseConfig, parse_config, run_main
 from common.paths import data_root, run_dir
 from common.tables import write_table
 from common.training import adam, get_device, resolve_precision, seed_everything, write_json
-from tp2_dcgan import channels_last, gan_step
+from tp2_training import channels_last, gan_step
 from tp2_models import (ConditionalDiscriminator, ConditionalGenerator, Discriminator, Generator,
                         generator_loss_nonsaturating, weights_init)
 

@@ -2,7 +2,7 @@
 
 ``ConditionalGenerator`` / ``ConditionalDiscriminator`` (``tp2_models.py``) take the one-hot
 label y beside z or x, after Mirza & Osindero, "Conditional Generative Adversarial Nets"
-(arXiv:1411.1784). Training is the DCGAN loop of ``tp2_dcgan.py`` with y given to both players:
+(arXiv:1411.1784). Training is the DCGAN loop (``tp2_training.py``) with y given to both players:
 real images with their labels, fakes with labels drawn uniformly. The closing test of the
 practical draws one z per column and repeats it for every class row (``z.repeat(n_classes, 1)``),
 so each column shares z ("style") and each row shares y ("content").
@@ -31,9 +31,10 @@ from common.plotting import plot_bars, save_grid
 from common.tables import write_table
 from common.training import Run, fixed_noise, get_device, resolve_precision, resolved, seed_everything
 from tp2_dcgan import PART as DCGAN_PART
-from tp2_dcgan import (COURSE, GENERATOR_LOSSES, Keep, channels_last, generate, load_data, make_optimizers,
-                       make_step, plot_training, step_schedulers)
-from tp2_models import ConditionalDiscriminator, ConditionalGenerator, conditional_grid_inputs, weights_init
+from tp2_models import (GENERATOR_LOSSES, ConditionalDiscriminator, ConditionalGenerator, conditional_grid_inputs,
+                        weights_init)
+from tp2_training import (COURSE, Keep, channels_last, generate, load_data, make_optimizers, make_step, plot_training,
+                          step_schedulers)
 
 PART = "cgan"
 

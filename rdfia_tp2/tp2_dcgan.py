@@ -26,14 +26,14 @@ from common.cli import BaseConfig, parse_config, run_main
 from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown
-from common.plotting import plot_bars, plot_curves, plot_panels, save_grid
+from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
-from common.training import (Run, adam, autocast, fixed_noise, get_device, resolve_precision, resolved,
-                             seed_everything)
-from tp2_models import (GENERATOR_LOSSES, Discriminator, Generator, discriminator_loss, lerp, sample_z, slerp,
-                        weights_init)
+from common.training import Run, fixed_noise, get_device, lerp, resolve_precision, resolved, seed_everything, slerp
+from tp2_models import GENERATOR_LOSSES, Discriminator, Generator, sample_z, weights_init
+from tp2_training import (COURSE, Keep, channels_last, generate, load_data, make_optimizers, make_step, plot_training,
+                          step_schedulers)
 
-COURSE, PART = "rdfia_tp2", "dcgan"
+PART = "dcgan"
 
 # The practical's suggested experiments: each is the default configuration with these changes.
 EXPERIMENTS: dict[str, dict] = {
@@ -89,116 +89,6 @@ def part_dir(cfg) -> Path:
     return run_dir(COURSE, "", PART, cfg.out_dir, quick=cfg.quick)
 
 
-def load_data(cfg, device):
-    split = D.load_split(cfg.dataset, "train", root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
-    x = D.images(split, "tanh", size=32, device=device)  # Pad(2) + Normalize((0.5,), (0.5,))
-    return split, x.contiguous(memory_format=torch.channels_last), split.y.to(device)
-
-
-def channels_last(*models):
-    """NHWC weights and activations: oneDNN's fast layout for bf16 convolutions on the CPU
-    (the training step is ~15% faster; see bench_dcgan.py)."""
-    return [m.to(memory_format=torch.channels_last) for m in models]
-
-
-class Keep(dict):
-    """A dict that checkpoints with the models (samples and FD per epoch, for resumed runs)."""
-
-    def state_dict(self):
-        return dict(self)
-
-    def load_state_dict(self, state):
-        self.clear()
-        self.update(state)
-
-
-@torch.no_grad()
-def generate(G, z: torch.Tensor, device, precision: str, *cond, batch: int = 1000) -> torch.Tensor:
-    """G(z) in eval mode (BatchNorm running statistics), float32 on the CPU."""
-    was_training = G.training
-    G.eval()
-    out = []
-    with autocast(device, precision):
-        for i in range(0, len(z), batch):
-            out.append(G(z[i:i + batch].to(device), *(c[i:i + batch].to(device) for c in cond)).float().cpu())
-    G.train(was_training)
-    return torch.cat(out)
-
-
-def gan_step(G, D, opt_G, opt_D, real, z, g_loss_fn, device, precision, cond_real=(), cond_fake=(),
-             freeze_d: bool = True):
-    """One step of the practical: D on a real and a fake batch, then G on the same fakes.
-
-    With ``freeze_d`` D's parameters do not require gradients during G's update, so its backward
-    skips D's weight gradients, which the course's loop computes and then discards (D's next
-    update zeroes them): the same updates, less work. ``freeze_d=False`` is the course's loop."""
-    with autocast(device, precision):
-        fake = G(z, *cond_fake)
-        d_real = D(real, *cond_real)
-        d_fake = D(fake.detach(), *cond_fake)
-    d_loss = discriminator_loss(d_real, d_fake)
-    opt_D.zero_grad(set_to_none=True)
-    d_loss.backward()
-    opt_D.step()
-    D.requires_grad_(not freeze_d)
-    with autocast(device, precision):
-        d_fake_g = D(fake, *cond_fake)
-    g_loss = g_loss_fn(d_fake_g)
-    opt_G.zero_grad(set_to_none=True)
-    g_loss.backward()
-    opt_G.step()
-    D.requires_grad_(True)
-    return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "D_x": d_real.detach().float().mean(),
-            "D_G_z": d_fake.detach().float().mean()}
-
-
-def make_step(G, Dn, opt_G, opt_D, batch_inputs, g_loss_fn, device, precision: str):
-    """The loop's step: ``gan_step`` on one loader batch. ``batch_inputs(batch) -> (real, z,
-    cond_real, cond_fake)`` turns it into the step's inputs (the unconditional model has no conditions)."""
-    def step(batch, i):
-        real, z, cond_real, cond_fake = batch_inputs(batch)
-        return gan_step(G, Dn, opt_G, opt_D, real, z, g_loss_fn, device, precision,
-                        cond_real=cond_real, cond_fake=cond_fake)
-    return step
-
-
-def step_schedulers(opt_G, scheds):
-    """An end-of-epoch callback: log the epoch's learning rate, then step each LR scheduler."""
-    def on_epoch(ep):
-        ep.row["lr"] = opt_G.param_groups[0]["lr"]
-        for sched in scheds:
-            sched.step()
-    return on_epoch
-
-
-def make_optimizers(cfg, G, D):
-    opt_G = adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    opt_D = adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    milestones = [e - 1 for e in cfg.lr_decay_epochs if e >= 2]
-    scheds = [torch.optim.lr_scheduler.MultiStepLR(o, milestones=milestones, gamma=0.1) for o in (opt_G, opt_D)]
-    return opt_G, opt_D, scheds
-
-
-def plot_training(run: Run, title: str, keep: Keep, value_range=(-1, 1), col_labels=None,
-                  xlabel: str = "fixed z") -> None:
-    h = run.history
-    steps = h.series("step")
-    plot_panels({"losses": {"D loss": (steps, h.series("d_loss")), "G loss": (steps, h.series("g_loss"))},
-                 "discriminator outputs": {"D(x)": (steps, h.series("D_x")), "D(G(z))": (steps, h.series("D_G_z"))}},
-                run.path("losses.png"), title=f"{title}: training curves (smoothed, raw faint)", xlabel="step",
-                ylabels={"losses": "BCE loss", "discriminator outputs": "mean D output"}, window=25)
-    rows = keep["progress"]
-    save_grid(torch.cat(rows), run.path("samples_over_training.png"), nrow=len(rows[0]),
-              title=f"{title}: fixed-noise samples over training", value_range=value_range,
-              row_labels=[f"epoch {e}" for e in keep["progress_epochs"]], ylabel="epoch", xlabel=xlabel,
-              col_labels=col_labels)
-    if keep.get("fd"):
-        plot_curves({"generated vs MNIST test": (keep["fd_epochs"], keep["fd"]),
-                     "floor: MNIST train vs test": (keep["fd_epochs"], [keep["fd_floor"]] * len(keep["fd"]))},
-                    run.path("fd_over_training.png"), title=f"{title}: Frechet distance (judge features)",
-                    xlabel="epoch", ylabel=f"FD ({keep['fd_n']} samples)")
-
-
 def plot_interpolation(G, nz, device, precision, path, title, seed, value_range=(-1, 1)) -> None:
     """Three pairs (z1, z2), each walked linearly and spherically in 10 steps."""
     g = torch.Generator().manual_seed(4321 + seed)
@@ -206,7 +96,8 @@ def plot_interpolation(G, nz, device, precision, path, title, seed, value_range=
     zs, labels = [], []
     for k in range(3):
         z1, z2 = sample_z(2, nz, g)
-        zs += [lerp(z1, z2, t), slerp(z1, z2, t)]
+        a, b = z1.view(1, -1), z2.view(1, -1)  # (1, nz): slerp's angle is taken over the whole latent
+        zs += [f(a, b, t.view(-1, 1)).view(-1, *z1.shape) for f in (lerp, slerp)]
         labels += [f"pair {k + 1} lerp", f"pair {k + 1} slerp"]
     imgs = generate(G, torch.cat(zs), device, precision)
     save_grid(imgs, path, nrow=10, title=f"{title}: interpolation from z1 (left) to z2 (right)",

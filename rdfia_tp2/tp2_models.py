@@ -273,20 +273,3 @@ def conditional_grid_inputs(nz: int, n_classes: int = 10, n_per_class: int = 10,
     z = sample_z(n_per_class, nz, generator).repeat(n_classes, 1, 1, 1)
     y = torch.arange(n_classes).repeat_interleave(n_per_class)
     return z, y
-
-
-def slerp(z1: torch.Tensor, z2: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation between two latents (White, "Sampling Generative Networks",
-    arXiv:1609.04468): keeps the norm typical of a Gaussian sample along the path."""
-    a, b = z1.flatten(), z2.flatten()
-    omega = torch.arccos((a / a.norm()).dot(b / b.norm()).clamp(-1, 1))
-    so = torch.sin(omega)
-    t = t.view(-1, 1)
-    out = (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
-    return out.view(-1, *z1.shape)
-
-
-def lerp(z1: torch.Tensor, z2: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation (1 - t) z1 + t z2, the practical's suggestion."""
-    t = t.view(-1, *([1] * z1.dim()))
-    return (1 - t) * z1.unsqueeze(0) + t * z2.unsqueeze(0)

@@ -1,9 +1,10 @@
-"""common.training: gradient penalty, EMA, schedules, checkpoints and resume, the NaN guard."""
+"""common.training: lerp and slerp, gradient penalty, EMA, schedules, checkpoints and resume, the NaN guard."""
 from __future__ import annotations
 
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -20,6 +21,39 @@ class LinearCritic(nn.Module):
 
     def forward(self, x, y=None):
         return (x.flatten(1) * self.w).sum(1)
+
+
+def _slerp_by_formula(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """White (2016), one pair of vectors, float64."""
+    w = math.acos(float(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+    return (math.sin((1 - t) * w) * a + math.sin(t * w) * b) / math.sin(w)
+
+
+def test_lerp_and_slerp_against_the_formulas():
+    g = torch.Generator().manual_seed(0)
+    z0, z1 = torch.randn(3, 1, 64, generator=g), torch.randn(3, 1, 64, generator=g)
+    t = torch.linspace(0, 1, 5).view(1, 5, 1)  # CSC 8851's shapes: a path per row
+    lin, sph = T.lerp(z0, z1, t), T.slerp(z0, z1, t)
+    assert lin.shape == sph.shape == (3, 5, 64)
+    for i in range(3):
+        a, b = z0[i, 0].double().numpy(), z1[i, 0].double().numpy()
+        for k, tk in enumerate(t.flatten().tolist()):
+            np.testing.assert_allclose(lin[i, k].numpy(), (1 - tk) * a + tk * b, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(sph[i, k].numpy(), _slerp_by_formula(a, b, tk), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sph[:, 0], z0[:, 0])
+    torch.testing.assert_close(sph[:, -1], z1[:, 0], rtol=1e-4, atol=1e-5)
+    u, v = (torch.nn.functional.normalize(torch.randn(2, 1, 64, generator=g), dim=-1) for _ in range(2))
+    torch.testing.assert_close(T.slerp(u, v, t).norm(dim=-1), torch.ones(2, 5))  # stays on the sphere
+    # parallel endpoints: no angle to walk, so the straight line (not 0/0)
+    torch.testing.assert_close(T.slerp(z0, 2 * z0, t), T.lerp(z0, 2 * z0, t))
+    # RDFIA's shapes: one (nz, 1, 1) pair flattened, t a column of K steps
+    a, b = torch.randn(2, 8, 1, 1, generator=g)
+    path = T.slerp(a.view(1, -1), b.view(1, -1), torch.linspace(0, 1, 4).view(-1, 1)).view(-1, *a.shape)
+    assert path.shape == (4, 8, 1, 1)
+    torch.testing.assert_close(path[1].flatten().double(),
+                               torch.from_numpy(_slerp_by_formula(a.flatten().double().numpy(),
+                                                                  b.flatten().double().numpy(), 1 / 3)),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_gradient_penalty_of_linear_critic_is_known():

@@ -49,7 +49,7 @@ def test_built_notebook_holds_its_code_and_imports_nothing_of_the_repository(key
     imported = {(n.module or "") if isinstance(n, ast.ImportFrom) else a.name
                 for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
                 for a in (n.names if isinstance(n, ast.Import) else [None])}
-    local = {"common", "wgan_gp", "mlp_gan", "models"}
+    local = {"common", "wgan_gp", "wgan_gp_model", "mlp_gan", "models"}
     assert not {m.split(".")[0] for m in imported} & local, imported
     assert "inspect.getsource" not in code
     assert "**Name:** Doe" in nb.cells[0].source
@@ -77,7 +77,7 @@ def test_templates_keep_no_second_copy_of_the_modules(key):
 
 def test_inline_refuses_a_name_the_notebook_lacks():
     with pytest.raises(InlineError, match="gradient_penalty"):
-        inline_source("csc8851_hw2/wgan_gp.py", ["critic_gradient_penalty"], set())
+        inline_source("csc8851_hw2/wgan_gp_model.py", ["critic_gradient_penalty"], set())
     with pytest.raises(InlineError, match="no top-level definition named nope"):
         inline_source("common/training.py", ["nope"], set())
     code, provides, _ = inline_source("common/training.py", ["ema_update"], set())
