@@ -291,17 +291,43 @@ def _json_default(o):
 
 
 class EpochSamples:
-    """Fixed-noise samples after every epoch (one tensor per epoch), a checkpointable object so a
-    resumed run still draws its samples-across-epochs figure with every row."""
+    """What a run keeps across epochs for its figures over training: fixed-noise samples keyed by
+    epoch (``add``) and optional rows of per-epoch values such as evaluations (``record``). It
+    checkpoints with the models (put it among the run's objects), so a resumed run still draws
+    its samples-across-epochs figures with every row and its curves with every point.
 
-    def __init__(self):
+    ``keep`` stores only the first ``keep`` samples of each row and ``dtype`` casts them (float16
+    halves the checkpoint); rows are stored on the CPU."""
+
+    def __init__(self, keep: int | None = None, dtype: torch.dtype | None = None):
+        self.keep, self.dtype = keep, dtype
+        self.epochs: list = []
         self.rows: list[torch.Tensor] = []
+        self.values: list[dict] = []
+
+    def add(self, epoch, samples: torch.Tensor) -> None:
+        """The samples after ``epoch`` (0: before training)."""
+        samples = samples[:self.keep].detach().cpu()
+        self.epochs.append(epoch)
+        self.rows.append(samples if self.dtype is None else samples.to(self.dtype))
+
+    def by_epoch(self) -> dict:
+        return dict(zip(self.epochs, self.rows))
+
+    def record(self, **values) -> None:
+        """One row of per-epoch values (an ``epoch`` key among them)."""
+        self.values.append(values)
+
+    def series(self, key: str) -> tuple[list, list]:
+        """(epochs, values) of ``key`` over the recorded rows that have it."""
+        rows = [v for v in self.values if key in v]
+        return [v["epoch"] for v in rows], [v[key] for v in rows]
 
     def state_dict(self) -> dict:
-        return {"rows": self.rows}
+        return {"epochs": self.epochs, "rows": self.rows, "values": self.values}
 
     def load_state_dict(self, state: dict) -> None:
-        self.rows = list(state["rows"])
+        self.epochs, self.rows, self.values = list(state["epochs"]), list(state["rows"]), list(state["values"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def train(cfg: Config, out_dir=None, log=print) -> Result:
 
     def end_of_epoch(ep):
         """The fixed-latent grid, the last iteration's numbers and (``--n-eval-epoch``) G_ema's quality."""
-        epoch_samples.rows.append(generate(G_ema, z_fixed, y_fixed))
+        epoch_samples.add(ep.number, generate(G_ema, z_fixed, y_fixed))
         save_grid(epoch_samples.rows[-1], run.path(f"samples_epoch_{ep.number:02d}.png"), nrow=cfg.grid_cols,
                   title=f"G_ema samples after epoch {ep.number} (fixed z, rows = labels)",
                   row_labels=[str(c) for c in range(NUM_CLASSES)], ylabel="label y")

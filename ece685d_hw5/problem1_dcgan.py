@@ -76,7 +76,7 @@ def train_gan(cfg: Config, run: Run, x_train: torch.Tensor, device, precision: s
     amp = lambda: autocast(device, precision)  # noqa: E731
 
     def end_of_epoch(ep):
-        samples.rows.append(generate(G, fixed_z).cpu())
+        samples.add(ep.number, generate(G, fixed_z))
 
     # log_every: a line every 100 iterations for logs (the bar is silent outside a terminal)
     train_epochs(lambda batch, i: train_step(G, D, batch[0], opt_G, opt_D, amp, cfg.g_loss), loader, cfg.epochs,
@@ -103,7 +103,7 @@ def gan_figures(cfg: Config, run: Run, G, samples: EpochSamples, device) -> torc
                 window=window)
     rows = samples.rows
     save_grid(torch.cat(rows), run.path("samples_over_epochs.png"), nrow=rows[0].shape[0],
-              title="fixed noise, after each epoch", row_labels=[f"epoch {i + 1}" for i in range(len(rows))],
+              title="fixed noise, after each epoch", row_labels=[f"epoch {e}" for e in samples.epochs],
               xlabel="noise vector (fixed)")
     return twelve
 

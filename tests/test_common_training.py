@@ -162,6 +162,22 @@ def test_checkpoint_resume_reproduces_an_uninterrupted_run(tmp_path):
     assert not list((tmp_path / "a").glob("*.tmp"))  # atomic writes leave no temporaries
 
 
+def test_epoch_samples_round_trip_through_a_checkpoint(tmp_path):
+    store = T.EpochSamples(keep=2, dtype=torch.float16)
+    store.add(0, torch.rand(5, 4))
+    store.add(1, torch.rand(5, 4, requires_grad=True))
+    store.record(epoch=0, fd=3.0, step=0)
+    store.record(epoch=0.5, step=7)
+    store.record(epoch=1, fd=2.0, step=14)
+    assert [r.shape for r in store.rows] == [(2, 4), (2, 4)] and store.rows[1].dtype == torch.float16
+    assert store.series("fd") == ([0, 1], [3.0, 2.0]) and list(store.by_epoch()) == [0, 1]
+    T.save_checkpoint(tmp_path / "c.pt", {"samples": store})
+    back = T.EpochSamples()
+    T.load_checkpoint(tmp_path / "c.pt", {"samples": back})
+    assert back.epochs == [0, 1] and back.values == store.values
+    torch.testing.assert_close(back.rows, store.rows, rtol=0, atol=0)
+
+
 def test_resume_without_checkpoint_starts_at_zero(tmp_path):
     model, opt = _make()
     assert T.Run(tmp_path / "b", {}).resume({"model": model, "opt": opt}) == 0
