@@ -29,11 +29,11 @@ from common.metrics import Evaluator
 from common.paths import run_dir, run_path, shown
 from common.plotting import plot_bars, save_grid
 from common.tables import write_table
-from common.training import Run, fixed_noise, get_device, resolve_precision, resolved, seed_everything
+from common.training import EpochSamples, Run, fixed_noise, get_device, resolve_precision, resolved, seed_everything
 from tp2_dcgan import PART as DCGAN_PART
 from tp2_models import (GENERATOR_LOSSES, ConditionalDiscriminator, ConditionalGenerator, conditional_grid_inputs,
                         weights_init)
-from tp2_training import (COURSE, Keep, channels_last, generate, load_data, make_optimizers, make_step, plot_training,
+from tp2_training import (COURSE, channels_last, generate, load_data, make_optimizers, make_step, plot_training,
                           step_schedulers)
 
 PART = "cgan"
@@ -113,9 +113,10 @@ def main(argv=None) -> dict:
     # Progress rows: one fixed z per column and the column's class 0..9 (one digit of each class).
     noise = fixed_noise(n_classes, cfg.nz, 1, 1, seed=1234 + cfg.seed)
     labels = D.one_hot(torch.arange(n_classes), n_classes)
-    keep = Keep(progress=[generate(G, noise, device, precision, labels)], progress_epochs=[0])
+    epoch_samples = EpochSamples()
+    epoch_samples.add(0, generate(G, noise, device, precision, labels))
     objects = {"G": G, "D": Dn, "opt_G": opt_G, "opt_D": opt_D, "sched_G": sched_G, "sched_D": sched_D,
-               "loader": loader, "keep": keep}
+               "loader": loader, "epoch_samples": epoch_samples}
     start = run.resume(objects) if cfg.resume else 0
 
     def batch_inputs(batch):
@@ -126,14 +127,13 @@ def main(argv=None) -> dict:
         return real, z, (y_real,), (y_fake,)
 
     def end_of_epoch(ep):
-        keep["progress"].append(generate(G, noise, device, precision, labels))
-        keep["progress_epochs"].append(ep.number)
+        epoch_samples.add(ep.number, generate(G, noise, device, precision, labels))
 
     train_epochs(make_step(G, Dn, opt_G, opt_D, batch_inputs, g_loss_fn, device, precision), loader, cfg.epochs,
                  run=run, objects=objects, start=start, models=(G, Dn),
                  on_epoch=[step_schedulers(opt_G, (sched_G, sched_D)), end_of_epoch], desc="cgan", label="cgan")
 
-    plot_training(run, title, keep, col_labels=list(split.info.classes), xlabel="class y (one fixed z per column)")
+    plot_training(run, title, epoch_samples, col_labels=list(split.info.classes), xlabel="class y (one fixed z per column)")
     # The practical's closing test: rows = classes, columns share z.
     z, yk = conditional_grid_inputs(cfg.nz, n_classes, 10, torch.Generator().manual_seed(777 + cfg.seed))
     grid = generate(G, z, device, precision, D.one_hot(yk, n_classes))

@@ -28,9 +28,10 @@ from common.metrics import Evaluator
 from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
-from common.training import Run, fixed_noise, get_device, lerp, resolve_precision, resolved, seed_everything, slerp
+from common.training import (EpochSamples, Run, fixed_noise, get_device, lerp, resolve_precision, resolved,
+                             seed_everything, slerp)
 from tp2_models import GENERATOR_LOSSES, Discriminator, Generator, sample_z, weights_init
-from tp2_training import (COURSE, Keep, channels_last, generate, load_data, make_optimizers, make_step, plot_training,
+from tp2_training import (COURSE, channels_last, generate, load_data, make_optimizers, make_step, plot_training,
                           step_schedulers)
 
 PART = "dcgan"
@@ -130,9 +131,10 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
     loader = D.TensorLoader(x, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
     g_loss_fn = GENERATOR_LOSSES[cfg.g_loss]
     noise = fixed_noise(10, cfg.nz, 1, 1, seed=1234 + cfg.seed)
-    keep = Keep(progress=[generate(G, noise, device, precision)], progress_epochs=[0], fd=[], fd_epochs=[])
+    epoch_samples = EpochSamples()  # fixed-noise rows from epoch 0 (untrained) on, and the FD per epoch
+    epoch_samples.add(0, generate(G, noise, device, precision))
     objects = {"G": G, "D": Dn, "opt_G": opt_G, "opt_D": opt_D, "sched_G": sched_G, "sched_D": sched_D,
-               "loader": loader, "keep": keep}
+               "loader": loader, "epoch_samples": epoch_samples}
     start = run.resume(objects) if cfg.resume else 0
 
     has_judge = info.key in ("mnist", "fashion")
@@ -140,7 +142,6 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
     def get_evaluator():  # made when first needed: the judge may be trained on first use
         if info.key not in evaluators:
             evaluators[info.key] = Evaluator(info.key, device, quick=cfg.quick, data_root=cfg.data_root)
-        keep["fd_floor"], keep["fd_n"] = evaluators[info.key].floor, cfg.n_eval_epoch
         return evaluators[info.key]
 
     per_epoch_fd = has_judge and cfg.n_eval_epoch > 0
@@ -150,17 +151,15 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
         for _ in range(start + 1):
             sample_z(cfg.n_eval_epoch, cfg.nz, eval_g)
     if per_epoch_fd and start == 0:  # FD of the untrained generator: where the curve starts
-        keep["fd"].append(evaluator.frechet(generate(G, sample_z(cfg.n_eval_epoch, cfg.nz, eval_g), device, precision)))
-        keep["fd_epochs"].append(0)
+        epoch_samples.record(epoch=0, frechet_distance=evaluator.frechet(
+            generate(G, sample_z(cfg.n_eval_epoch, cfg.nz, eval_g), device, precision)))
 
     def end_of_epoch(ep):
-        keep["progress"].append(generate(G, noise, device, precision))
-        keep["progress_epochs"].append(ep.number)
+        epoch_samples.add(ep.number, generate(G, noise, device, precision))
         if per_epoch_fd:
             z_eval = sample_z(cfg.n_eval_epoch, cfg.nz, eval_g)
             ep.row["frechet_distance"] = evaluator.frechet(generate(G, z_eval, device, precision))
-            keep["fd"].append(ep.row["frechet_distance"])
-            keep["fd_epochs"].append(ep.number)
+            epoch_samples.record(epoch=ep.number, frechet_distance=ep.row["frechet_distance"])
 
     def batch_inputs(batch):  # real images and fresh noise, no conditions
         return batch[0], torch.randn(len(batch[0]), cfg.nz, 1, 1, device=device), (), ()
@@ -170,15 +169,16 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
                  on_epoch=[step_schedulers(opt_G, (sched_G, sched_D)), end_of_epoch], desc=name, label=name)
 
     # Final figures and metrics from the trained generator.
-    plot_training(run, title, keep)
+    plot_training(run, title, epoch_samples, fd_floor=evaluator.floor if evaluator else None, fd_n=cfg.n_eval_epoch)
     grid_noise = fixed_noise(64, cfg.nz, 1, 1, seed=777 + cfg.seed)
     save_grid(generate(G, grid_noise, device, precision), run.path("samples.png"), nrow=8,
               title=f"{title}: 64 samples after {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}")
     plot_interpolation(G, cfg.nz, device, precision, run.path("interpolation.png"), title, cfg.seed)
-    torch.save(keep["progress"][-1], run.path("comparison_samples.pt"))
+    torch.save(epoch_samples.rows[-1], run.path("comparison_samples.pt"))
 
     epochs = run.history.epochs
     last = epochs[-1] if epochs else {}
+    fd_epochs, fd = epoch_samples.series("frechet_distance")
     metrics = {"experiment": name, "dataset": info.key, "data_source": split.source, "quick": cfg.quick,
                "nz": cfg.nz, "ngf": cfg.ngf, "ndf": cfg.ndf, "init": cfg.init, "g_loss_type": cfg.g_loss,
                "lr": cfg.lr, "epochs": cfg.epochs, "precision": precision, "steps": run.step,
@@ -186,7 +186,7 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
                "seconds_per_epoch": run.history.series("seconds", per="epoch"),
                "mean_seconds_per_epoch": run.history.seconds_per_epoch() or 0.0,
                "final_epoch": {k: last.get(k) for k in ("d_loss", "g_loss", "D_x", "D_G_z")},
-               "frechet_per_epoch": keep["fd"], "frechet_per_epoch_epochs": keep["fd_epochs"],
+               "frechet_per_epoch": fd, "frechet_per_epoch_epochs": fd_epochs,
                "frechet_per_epoch_n": cfg.n_eval_epoch}
     if has_judge:
         evaluator = get_evaluator()

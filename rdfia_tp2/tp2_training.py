@@ -11,7 +11,7 @@ import torch
 
 from common import data as D
 from common.plotting import plot_curves, plot_panels, save_grid
-from common.training import Run, adam, autocast
+from common.training import EpochSamples, Run, adam, autocast
 from tp2_models import discriminator_loss
 
 COURSE = "rdfia_tp2"
@@ -27,17 +27,6 @@ def channels_last(*models):
     """NHWC weights and activations: oneDNN's fast layout for bf16 convolutions on the CPU
     (the training step is ~15% faster; see bench_dcgan.py)."""
     return [m.to(memory_format=torch.channels_last) for m in models]
-
-
-class Keep(dict):
-    """A dict that checkpoints with the models (samples and FD per epoch, for resumed runs)."""
-
-    def state_dict(self):
-        return dict(self)
-
-    def load_state_dict(self, state):
-        self.clear()
-        self.update(state)
 
 
 @torch.no_grad()
@@ -107,21 +96,24 @@ def make_optimizers(cfg, G, D):
     return opt_G, opt_D, scheds
 
 
-def plot_training(run: Run, title: str, keep: Keep, value_range=(-1, 1), col_labels=None,
-                  xlabel: str = "fixed z") -> None:
+def plot_training(run: Run, title: str, epoch_samples: EpochSamples, value_range=(-1, 1), col_labels=None,
+                  xlabel: str = "fixed z", fd_floor: float | None = None, fd_n: int | None = None) -> None:
+    """Loss curves, the fixed-noise rows of ``epoch_samples`` and, where it recorded
+    ``frechet_distance`` values, their curve against the train-vs-test floor."""
     h = run.history
     steps = h.series("step")
     plot_panels({"losses": {"D loss": (steps, h.series("d_loss")), "G loss": (steps, h.series("g_loss"))},
                  "discriminator outputs": {"D(x)": (steps, h.series("D_x")), "D(G(z))": (steps, h.series("D_G_z"))}},
                 run.path("losses.png"), title=f"{title}: training curves (smoothed, raw faint)", xlabel="step",
                 ylabels={"losses": "BCE loss", "discriminator outputs": "mean D output"}, window=25)
-    rows = keep["progress"]
+    rows = epoch_samples.rows
     save_grid(torch.cat(rows), run.path("samples_over_training.png"), nrow=len(rows[0]),
               title=f"{title}: fixed-noise samples over training", value_range=value_range,
-              row_labels=[f"epoch {e}" for e in keep["progress_epochs"]], ylabel="epoch", xlabel=xlabel,
+              row_labels=[f"epoch {e}" for e in epoch_samples.epochs], ylabel="epoch", xlabel=xlabel,
               col_labels=col_labels)
-    if keep.get("fd"):
-        plot_curves({"generated vs MNIST test": (keep["fd_epochs"], keep["fd"]),
-                     "floor: MNIST train vs test": (keep["fd_epochs"], [keep["fd_floor"]] * len(keep["fd"]))},
+    fd_epochs, fd = epoch_samples.series("frechet_distance")
+    if fd:
+        plot_curves({"generated vs MNIST test": (fd_epochs, fd),
+                     "floor: MNIST train vs test": (fd_epochs, [fd_floor] * len(fd))},
                     run.path("fd_over_training.png"), title=f"{title}: Frechet distance (judge features)",
-                    xlabel="epoch", ylabel=f"FD ({keep['fd_n']} samples)")
+                    xlabel="epoch", ylabel=f"FD ({fd_n} samples)")
