@@ -30,7 +30,7 @@ from common.metrics import Evaluator
 from common.paths import run_dir, shown, skeleton_imgs_dir
 from common.plotting import plot_panels, save_grid
 from common.tables import write_table
-from common.training import Run, adam, fixed_noise, get_device, resolved, seed_everything
+from common.training import EpochSamples, Run, adam, fixed_noise, get_device, resolved, seed_everything
 from models.GAN import Discriminator, Generator, train_discriminator, train_generator
 
 COURSE_DIR = Path(__file__).resolve().parent
@@ -87,25 +87,6 @@ ABLATIONS: dict[str, tuple[str, dict]] = {
 ALIASES = {"dropout_0.3": "baseline", "d_freq_1": "baseline", "lr_g_x2": "baseline"}
 
 
-class Snapshots:
-    """Samples of the fixed test noise after each epoch (kept in the checkpoint for --resume)."""
-
-    def __init__(self, keep: int = 10):
-        self.keep = keep
-        self.epochs: list[int] = []
-        self.images: list[torch.Tensor] = []
-
-    def add(self, epoch: int, imgs: torch.Tensor) -> None:
-        self.epochs.append(epoch)
-        self.images.append(imgs[:self.keep].detach().cpu().half())
-
-    def state_dict(self) -> dict:
-        return {"epochs": self.epochs, "images": self.images}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epochs, self.images = list(state["epochs"]), list(state["images"])
-
-
 # --------------------------------------------------------------------------------------------
 # The skeleton's functions
 
@@ -147,7 +128,7 @@ def monitor_losses(d_losses, d_losses_fake, g_losses, g_losses_fake, batch_size=
 
 def train_main_loop(generator, discriminator, d_optimizer, g_optimizer, test_noise, num_epochs, d_freq,
                     train_loader, dim_z, criterion, device=None, *, run: Run | None = None, start_epoch: int = 0,
-                    checkpoint_objects: dict | None = None, snapshots: Snapshots | None = None,
+                    checkpoint_objects: dict | None = None, snapshots: EpochSamples | None = None,
                     images_path=None):
     """Alternate GAN updates: D on every batch, G only when ``n % d_freq == 0``.
 
@@ -194,12 +175,12 @@ def train_main_loop(generator, discriminator, d_optimizer, g_optimizer, test_noi
 # One run, the ablations, main
 
 
-def save_epoch_samples(snapshots: Snapshots, path, max_rows: int = 10):
+def save_epoch_samples(snapshots: EpochSamples, path, max_rows: int = 10):
     """One figure: a row of fixed-noise samples per epoch (at most ``max_rows`` epochs, evenly spaced)."""
     n = len(snapshots.epochs)
     rows = sorted(set(np.linspace(0, n - 1, min(n, max_rows)).round().astype(int).tolist()))
-    imgs = torch.cat([snapshots.images[i].float() for i in rows])
-    return save_grid(imgs, path, nrow=snapshots.keep, row_labels=[f"epoch {snapshots.epochs[i]}" for i in rows],
+    imgs = torch.cat([snapshots.rows[i].float() for i in rows])
+    return save_grid(imgs, path, nrow=len(snapshots.rows[0]), row_labels=[f"epoch {snapshots.epochs[i]}" for i in rows],
                      title="Samples from the same fixed noise across training",
                      xlabel="fixed noise vector (same in every row)")
 
@@ -216,11 +197,11 @@ def train_one(cfg: Step1Config, folder: Path, train_x: torch.Tensor, device, eva
     criterion = nn.BCEWithLogitsLoss()
     loader = TensorLoader(train_x, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
     test_noise = fixed_noise(64, cfg.dim_z, seed=cfg.seed, device=device)
-    snapshots = Snapshots()
+    snapshots = EpochSamples(keep=10, dtype=torch.float16)  # 10 samples per epoch, half size in the checkpoint
     run = Run(folder, {**cfg.to_dict(), "lr_d_used": lr_d, "lr_g_used": lr_g,
                        **resolved(device, cfg.precision, data_source), "train_images": len(train_x)})
     objects = {"G": generator, "D": discriminator, "opt_G": g_optimizer, "opt_D": d_optimizer,
-               "loader": loader, "snapshots": snapshots}
+               "loader": loader, "epoch_samples": snapshots}
     start_epoch = run.resume(objects) if cfg.resume else 0
 
     t0 = time.time()
@@ -256,7 +237,7 @@ def train_one(cfg: Step1Config, folder: Path, train_x: torch.Tensor, device, eva
     if report:
         print(f"[step1] {shown(folder)}: Frechet {report['frechet_distance']:.2f} (floor {report['frechet_floor_train_vs_test']:.2f}), "
               f"class entropy {report['class_entropy']:.3f} / {report['class_entropy_max']:.3f}")
-    return {**summary, "noise_samples": snapshots.images[-1].float(), "epoch_curves": h.epochs}
+    return {**summary, "noise_samples": snapshots.rows[-1].float(), "epoch_curves": h.epochs}
 
 
 def resolve_ablations(spec: str) -> list[str]:

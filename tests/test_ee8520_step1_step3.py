@@ -101,17 +101,18 @@ def test_train_generator_without_device(ee):
 def test_train_main_loop_updates_g_every_d_freq_batches(ee, tmp_path):
     GAN, s1 = ee["GAN"], ee["step1"]
     from common.data import TensorLoader
+    from common.training import EpochSamples
     torch.manual_seed(0)
     G, D = GAN.Generator(), GAN.Discriminator()
     opt_d, opt_g = torch.optim.Adam(D.parameters(), 2e-4), torch.optim.Adam(G.parameters(), 2e-4)
     loader = TensorLoader(torch.rand(70, 784) * 2 - 1, batch_size=10)  # 7 batches
     noise = torch.randn(64, 100)
-    snaps = s1.Snapshots()
+    snaps = EpochSamples(keep=10)
     d, d_fake, g, g_fake = s1.train_main_loop(G, D, opt_d, opt_g, noise, 2, 3, loader, 100, nn.BCEWithLogitsLoss(),
                                               images_path=tmp_path / "g.png", snapshots=snaps)
     assert len(d) == len(d_fake) == 14
     assert len(g) == len(g_fake) == 6  # batches 0, 3, 6 of each epoch
-    assert snaps.epochs == [1, 2] and (tmp_path / "g.png").exists()
+    assert snaps.epochs == [1, 2] and [len(r) for r in snaps.rows] == [10, 10] and (tmp_path / "g.png").exists()
     assert s1.monitor_losses(d, d_fake, g, g_fake, 10, path=tmp_path / "l.png").exists()
 
 
