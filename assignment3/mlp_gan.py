@@ -30,7 +30,7 @@ import torch.nn as nn
 from common import data as D
 from common.cli import BaseConfig
 from common.loop import train_epochs
-from common.training import Run, adam, autocast
+from common.training import EpochSamples, Run, adam, autocast
 
 LATENT_DIM = 100
 IMAGE_DIM = 28 * 28
@@ -226,7 +226,8 @@ def fit(cfg, run: Run, x: torch.Tensor, device, precision: str = "fp32", evaluat
     ``evaluator`` measures G every ``eval_every`` epochs and after each update count in
     ``eval_steps``; ``snapshot_every`` > 0 keeps ``snapshot_epochNNN.pt`` and the fixed-noise
     samples at those epochs; ``schedule(opt, steps_per_epoch, epochs)`` builds an LR scheduler
-    for each optimizer. Returns the models, histories and evaluations.
+    for each optimizer. The evaluations and samples are kept in the checkpoint, so a resumed run
+    returns every one. Returns the models, histories, evaluations and samples by epoch.
     """
     torch.manual_seed(cfg.seed)
     G, Dn = Generator(cfg.latent_dim).to(device), Discriminator(cfg.dropout).to(device)
@@ -234,19 +235,15 @@ def fit(cfg, run: Run, x: torch.Tensor, device, precision: str = "fp32", evaluat
     criterion = nn.BCELoss()
     loader = make_loader(x, cfg.batch_size, cfg.seed)
     scheds = [schedule(o, len(loader), cfg.epochs) for o in (opt_G, opt_D)] if schedule else []
-    evals: list[dict] = []
-    snapshots: dict[int, torch.Tensor] = {}
+    epoch_samples = EpochSamples()  # evaluations (record) and fixed-noise samples (add)
     objects = {"G": G, "D": Dn, "opt_G": opt_G, "opt_D": opt_D, "loader": loader,
-               **{f"sched_{i}": s for i, s in enumerate(scheds)}}
+               **{f"sched_{i}": s for i, s in enumerate(scheds)}, "epoch_samples": epoch_samples}
     start = run.resume(objects) if cfg.resume else 0
-    if start and (run.dir / "evals.pt").exists():
-        saved = torch.load(run.dir / "evals.pt", weights_only=False)
-        evals, snapshots = saved["evals"], saved["snapshots"]
     pending = sorted(s for s in eval_steps if s > run.step)
 
     def measure(epoch_float: float) -> None:
         if evaluator is not None:
-            evals.append({"epoch": round(epoch_float, 3), "step": run.step, **evaluate(G, evaluator, z_eval)})
+            epoch_samples.record(epoch=round(epoch_float, 3), step=run.step, **evaluate(G, evaluator, z_eval))
 
     def step(batch, i) -> dict:
         """A D step then a G step; the LR schedulers (if any) step once per iteration."""
@@ -261,27 +258,34 @@ def fit(cfg, run: Run, x: torch.Tensor, device, precision: str = "fp32", evaluat
             pending.pop(0)
             measure(run.step / len(loader))
 
+    def keep_epoch(e: int, last: bool = False) -> None:
+        """The evaluation and snapshot due after epoch ``e`` (every ``eval_every`` and
+        ``snapshot_every`` epochs, and after the ``last``)."""
+        if evaluator is not None and eval_every and (e % eval_every == 0 or last):
+            if not epoch_samples.values or epoch_samples.values[-1]["step"] != run.step:
+                measure(float(e))
+        due = snapshot_every and (e % snapshot_every == 0 or last) and z_fixed is not None
+        if due and e not in epoch_samples.epochs:
+            epoch_samples.add(e, sample(G, z_fixed))
+            torch.save({"G": G.state_dict(), "D": Dn.state_dict(), "epoch": e, "step": run.step},
+                       run.dir / f"snapshot_epoch{e:03d}.pt")
+
     def end_of_epoch(ep) -> None:
         set_requires_grad(G, True)
         set_requires_grad(Dn, True)
-        e = ep.number
-        if evaluator is not None and eval_every and (e % eval_every == 0 or e == cfg.epochs):
-            if not evals or evals[-1]["step"] != run.step:
-                measure(float(e))
-        if snapshot_every and (e % snapshot_every == 0 or e == cfg.epochs) and z_fixed is not None:
-            snapshots[e] = sample(G, z_fixed)
-            torch.save({"G": G.state_dict(), "D": Dn.state_dict(), "epoch": e, "step": run.step},
-                       run.dir / f"snapshot_epoch{e:03d}.pt")
+        keep_epoch(ep.number)
         ep.row["step"] = run.step
-        torch.save({"evals": evals, "snapshots": snapshots}, run.dir / "evals.pt")
 
     if start == 0 and evaluator is not None and eval_every:
         measure(0.0)
     train_epochs(step, loader, cfg.epochs, run=run, objects=objects, start=start, models=(G, Dn),
                  guard=("d_loss", "g_loss"), on_step=[evaluate_pending], on_epoch=[end_of_epoch],
                  desc=f"{label} epoch".strip(), label=label or "gan")
-    return {"G": G, "D": Dn, "history": run.history, "evals": evals, "snapshots": snapshots,
-            "steps_per_epoch": len(loader)}
+    # After the checkpoint: a run resumed with more epochs then holds exactly what an
+    # uninterrupted one holds, and a finished run resumed takes these again.
+    keep_epoch(cfg.epochs, last=True)
+    return {"G": G, "D": Dn, "history": run.history, "evals": epoch_samples.values,
+            "snapshots": epoch_samples.by_epoch(), "steps_per_epoch": len(loader)}
 
 
 # --------------------------------------------------------------------------------------------
