@@ -256,7 +256,7 @@ def generator_step(G: Generator, G_ema: Generator, Dc: Critic, opt_G, y: torch.T
     with autocast(device, precision):
         loss_G = generator_loss(Dc(G(z, y), y).float())
     opt_G.zero_grad(set_to_none=True)
-    loss_G.backward()
+    loss_G.backward(inputs=list(G.parameters()))  # G's gradients only: D's weight gradients are not computed
     opt_G.step()
     ema_update(G, G_ema, cfg.ema_decay)
     return loss_G.item()
