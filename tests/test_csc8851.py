@@ -3,6 +3,7 @@ hand-computed values, losses, interpolation, a quick end-to-end run with resume 
 (the notebook: tests/test_notebooks.py)."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -240,7 +241,16 @@ def test_generator_step_updates_ema_and_critic_step_trains_critic():
     assert set(scalars) == {"d_real", "d_fake", "gp", "loss_C"}
     assert not torch.equal(d0, D.embed.weight)
     e0, g0 = G_ema.fc.weight.clone(), G.fc.weight.clone()
+    d_grads = [p.grad.clone() for p in D.parameters()]
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)  # the same update by a backward to every parameter
+    opt_G2 = torch.optim.Adam(G2.parameters(), lr=1e-3, betas=(0.0, 0.9))
+    torch.manual_seed(1)
     M.generator_step(G, G_ema, D, opt_G, y, cfg, device, "fp32")
+    torch.manual_seed(1)
+    M.generator_loss(D2(G2(torch.randn(8, cfg.z_dim), y), y)).backward()
+    opt_G2.step()
+    assert all(torch.equal(a, b) for a, b in zip(G.parameters(), G2.parameters()))
+    assert all(torch.equal(p.grad, g) for p, g in zip(D.parameters(), d_grads))  # D's gradients untouched
     torch.testing.assert_close(G_ema.fc.weight, 0.999 * e0 + 0.001 * G.fc.weight)
     assert not torch.equal(g0, G.fc.weight)
 
