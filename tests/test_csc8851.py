@@ -3,6 +3,7 @@ hand-computed values, losses, interpolation, a quick end-to-end run with resume 
 (the notebook: tests/test_notebooks.py)."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+import torch.utils._python_dispatch  # noqa: F401 (TorchDispatchMode)
 
 FOLDER = Path(__file__).resolve().parents[1] / "csc8851_hw2"
 sys.path.insert(0, str(FOLDER))
@@ -149,6 +151,50 @@ def test_gradient_penalty_zero_for_unit_norm_and_real_critic_runs():
     assert gp.dim() == 0 and gp.item() >= 0 and gp.requires_grad
 
 
+class _CountConvBackward(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += func is torch.ops.aten.convolution_backward.default
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_critic_leaky_relu_same_updates_and_no_backward_on_zeros(bf16):
+    """The critic's LeakyReLU: the forward, the gradients and the gradient penalty's double backward
+    bit-equal to nn.LeakyReLU(inplace=True)'s (fp32 and bf16 autocast, channels-last), and the
+    double backward runs no convolution backward through the penalty's forward pass (which
+    nn.LeakyReLU feeds with zeros): the critic loss's backward runs the scores' pass's 3, where
+    nn.LeakyReLU adds 3 more on zeros."""
+    torch.manual_seed(0)
+    ours = M.Critic().to(memory_format=torch.channels_last)
+    plain = M.Critic().to(memory_format=torch.channels_last)
+    plain.load_state_dict(ours.state_dict())
+    plain.trunk = nn.Sequential(*[nn.LeakyReLU(0.2, inplace=True) if isinstance(m, M.LeakyReLU) else m
+                                  for m in plain.trunk])
+    x = torch.randn(8, 1, 32, 32).contiguous(memory_format=torch.channels_last)
+    fake = torch.randn(8, 1, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.arange(8)
+
+    def grads(D):
+        D.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same eps in the penalty
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            scores = D(torch.cat([x, fake]), torch.cat([y, y])).float()
+            gp = M.critic_gradient_penalty(D, x, fake, y).float()
+            loss = M.critic_loss(*scores.split(8), gp)
+        with _CountConvBackward() as count:
+            loss.backward()
+        return scores, gp, [p.grad for p in D.parameters()], count.calls
+
+    (s1, gp1, g1, n1), (s2, gp2, g2, n2) = grads(ours), grads(plain)
+    assert torch.equal(s1, s2) and torch.equal(gp1, gp2)
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2))
+    assert (n1, n2) == (3, 6)
+
+
 def test_losses_match_equations():
     d_real, d_fake = torch.tensor([1.0, 3.0]), torch.tensor([-1.0, 0.0])
     # L_C = -(2 - (-0.5)) + 10 * 0.3
@@ -195,7 +241,16 @@ def test_generator_step_updates_ema_and_critic_step_trains_critic():
     assert set(scalars) == {"d_real", "d_fake", "gp", "loss_C"}
     assert not torch.equal(d0, D.embed.weight)
     e0, g0 = G_ema.fc.weight.clone(), G.fc.weight.clone()
+    d_grads = [p.grad.clone() for p in D.parameters()]
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)  # the same update by a backward to every parameter
+    opt_G2 = torch.optim.Adam(G2.parameters(), lr=1e-3, betas=(0.0, 0.9))
+    torch.manual_seed(1)
     M.generator_step(G, G_ema, D, opt_G, y, cfg, device, "fp32")
+    torch.manual_seed(1)
+    M.generator_loss(D2(G2(torch.randn(8, cfg.z_dim), y), y)).backward()
+    opt_G2.step()
+    assert all(torch.equal(a, b) for a, b in zip(G.parameters(), G2.parameters()))
+    assert all(torch.equal(p.grad, g) for p, g in zip(D.parameters(), d_grads))  # D's gradients untouched
     torch.testing.assert_close(G_ema.fc.weight, 0.999 * e0 + 0.001 * G.fc.weight)
     assert not torch.equal(g0, G.fc.weight)
 
