@@ -94,8 +94,9 @@ def _logits(model, x, y, conditioning_flag):
 def train_step(model, optimizer, loss_fn, x, y, conditioning_flag, device, precision="fp32", channels_last=False):
     """One update of ``loss_fn(logits, x)`` (BCEWithLogitsLoss: the per-pixel NLL); the
     conditional model (``conditioning_flag``) also gets the labels (one-hot or integers). Returns
-    the batch's NLL in nats per image."""
-    x, y = x.to(device), y.to(device)
+    the batch's NLL in nats per image (``y`` may be None for the unconditional model)."""
+    x = x.to(device)
+    y = y.to(device) if y is not None else None
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(device, precision):
