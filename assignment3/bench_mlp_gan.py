@@ -31,7 +31,7 @@ import torch.nn as nn
 
 import mlp_gan as M
 from common import data as D
-from common.bench import PeakMeter, count_step_flops, print_share
+from common.bench import PeakMeter, count_step_flops, hardware_precisions, print_share
 from common.cli import run_main
 from common.data import DataError
 from common.paths import data_root
@@ -135,14 +135,19 @@ def main(argv=None) -> float:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--precision", default="auto", choices=["fp32", "bf16", "auto"], help="our loop's precision")
-    parser.add_argument("--other-precision", action=argparse.BooleanOptionalAction, default=True,
-                        help="also time our loop in the other precision (fp32 vs bf16), reported beside the headline")
+    parser.add_argument("--other-precision", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time our loop in the other precision (fp32 vs bf16), reported beside the headline "
+                             "(default: where this CPU has bf16)")
     parser.add_argument("--compile", action="store_true",
                         help="also time our loop with torch.compile'd G and D, compile time included (reported)")
     args = parser.parse_args(argv)
     root = data_root(args.data_root)
     precision = resolve_precision(args.precision, get_device("cpu"))
     other = "fp32" if precision == "bf16" else "bf16"
+    if args.other_precision is None:
+        args.other_precision = other in hardware_precisions()
+        if not args.other_precision:
+            print(f"ours in {other}: not timed, this CPU has no {other} instructions ({other} is emulated)")
     per_round = max(1, args.batches // args.rounds)
     ref_state, our_state, other_state, comp_state = {}, {}, {}, {}
     t_ref = t_ours = t_other = c_ref = c_ours = c_other = t_comp = 0.0

@@ -76,6 +76,17 @@ def test_peak_meter_and_share_line(capsys):
     assert B.matmul_gflops(torch.bfloat16, n=128, repeats=1) > 0
 
 
+def test_hardware_precisions_leave_out_bf16_where_the_cpu_emulates_it(monkeypatch):
+    """An AVX2-only CPU computes a bf16 matmul hundreds of times slower than fp32: make bench
+    must neither sample its peak nor time a bf16 loop there (it took minutes per sample)."""
+    from common import training as T
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(T, "cpu_supports_bf16", lambda: False)
+    assert B.hardware_precisions(cpu) == ("fp32",)
+    monkeypatch.setattr(T, "cpu_supports_bf16", lambda: True)
+    assert B.hardware_precisions(cpu) == ("fp32", "bf16")
+
+
 def test_parse_summary_reads_every_benchmark_of_a_script():
     text = ("noise\ncgan epoch share of peak: 76.8%\ndcgan epoch share of peak: 56.5%\n"
             "cgan epoch speedup: 2.55x\ndcgan epoch speedup: 2.17x\n")
