@@ -163,7 +163,9 @@ def main(argv=None):
     device = get_device(cfg.device)
     seed_everything(cfg.seed)
     precision = resolve_precision(cfg.precision, device)
-    channels_last = precision == "bf16" and device.type == "cpu"
+    # oneDNN's faster layout on the CPU in either precision (bench_training.py's "ours"; fp32 on an
+    # AVX2-only CPU: 3.82 s a step against 4.11 s in NCHW)
+    channels_last = device.type == "cpu"
     out = run_dir("ee8520", "step2", cfg.name, cfg.out_dir, quick=cfg.quick)
     imgs = skeleton_imgs_dir(HERE, out, cfg)
 
