@@ -25,7 +25,7 @@ import torch
 import mlp_gan as M
 from common.cli import parse_config, run_main
 from common.metrics import Evaluator
-from common.paths import run_dir
+from common.paths import run_dir, shown
 from common.plotting import plot_panels, save_grid
 from common.tables import write_table
 from common.training import Run, get_device, resolve_precision, resolved, seed_everything
@@ -93,7 +93,7 @@ def main(argv=None) -> dict:
                "judge_test_accuracy": evaluator.judge_info["test_accuracy"], "quick": cfg.quick}
     run.write_metrics(metrics)
     print(f"stages: final FD {rows[-1]['frechet_distance']:.2f} (floor {floor:.2f}), best at epoch "
-          f"{best['epoch']}; figures in {run.dir}")
+          f"{best['epoch']}; figures in {shown(run.dir)}")
     return metrics
 
 

@@ -106,7 +106,7 @@ def train(cfg: Config, out_dir=None, log=print) -> Result:
     z_eval = noise(cfg.n_eval_epoch, cfg.z_dim, cfg.seed + 2)
     y_eval = torch.arange(cfg.n_eval_epoch) % NUM_CLASSES
     log(f"[wgan-gp] {len(x_all)} {source} MNIST images, {len(loader)} batches/epoch, precision {precision}, "
-        f"device {device}, run folder {folder}")
+        f"device {device}, run folder {shown(folder)}")
     acc: dict[str, list[float]] = {}
 
     def step(batch, i):

@@ -145,7 +145,7 @@ def main(argv=None) -> None:
     run = Run(run_dir(COURSE, PART, cfg.name, cfg.out_dir, quick=cfg.quick),
               {**cfg.to_dict(), **resolved(device, precision, train.source)})
     print(f"[problem 1] {len(train)} train / {len(test)} test images ({train.source}); device {device}, "
-          f"{precision}; run folder {run.dir}")
+          f"{precision}; run folder {shown(run.dir)}")
 
     gan_train = train.subset(stratified_subset(train.y, cfg.train_images, seed=cfg.seed)) if cfg.train_images else train
     G, D, D_random, samples = train_gan(cfg, run, images(gan_train, "tanh", device=device), device, precision)

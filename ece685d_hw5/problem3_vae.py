@@ -142,7 +142,7 @@ def main(argv=None):
     top = Run(folder, {**cfg.to_dict(), **resolved(device, cfg.precision, train.source), "n_train": len(train_idx),
                        "n_val": len(val_idx), "n_test": len(test)})
     print(f"Fashion-MNIST ({train.source}): {len(train_idx)} train / {len(val_idx)} validation / "
-          f"{len(test)} test images -> {folder}")
+          f"{len(test)} test images -> {shown(folder)}")
 
     g = torch.Generator().manual_seed(cfg.seed)
     show = torch.randperm(len(x_test), generator=g)[:32].to(device)
