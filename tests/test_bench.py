@@ -156,3 +156,24 @@ def test_mlp_gan_and_ece_dcgan_benches_print_share_and_speedup(folder, script, n
     assert proc.stdout.strip().splitlines()[-1].startswith(f"{name} speedup: ")
     found = B.parse_summary(proc.stdout)[name]
     assert found["ratio"] > 0 and 0 < found["share"]
+
+
+def test_bench_all_writes_results_with_each_scripts_seconds(tmp_path, monkeypatch, capsys):
+    """make bench's summary: one row per target with its speedup, share, verdict and the wall
+    seconds of the script that printed it; the peak only in the precisions this CPU has."""
+    monkeypatch.setattr(B, "OUTPUTS", tmp_path)
+    monkeypatch.setattr(B, "bench_data", lambda root=None: 12.0)
+    monkeypatch.setattr(B, "course_benchmarks", lambda: [("course_a", "bench_a.py", {"toy a": 2.0, "toy b": 1.5})])
+    monkeypatch.setattr(B, "run_course_benchmark", lambda folder, script: (
+        {"toy a": {"ratio": 2.5, "share": 0.6}, "toy b": {"ratio": 1.2}}, ""))
+    sampled = []
+    monkeypatch.setattr(B, "matmul_gflops", lambda dtype, n=B.PEAK_N, repeats=3: sampled.append(dtype) or 80.0)
+    B.main(["all"])
+    table = (tmp_path / "bench" / "results.md").read_text().splitlines()
+    cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table if r.startswith("| ")]
+    rows = {c[0]: c for c in cells}
+    assert rows["toy a"][1:5] == ["2.50x", "60.0%", "2x", "yes"] and rows["toy a"][5].isdigit()
+    assert rows["toy b"][1:5] == ["1.20x", "", "1.5x", "no"] and rows["toy b"][5] == ""  # same script: seconds once
+    assert rows["data loader"][1] == "12.00x"
+    assert set(sampled) == {B.PRECISION_DTYPES[p] for p in B.hardware_precisions()}
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "toy b speedup: 1.20x"
