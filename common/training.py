@@ -128,8 +128,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     The benchmarks and full runs back this for every model the courses train in this mode: bf16
     keeps PixelCNN test NLL within 0.3 nats of fp32 (``make bench``); full runs in bf16 matched or
     beat fp32 from the same seed for the RDFIA DCGAN, the CSC 8851 WGAN-GP and the Assignment 3
-    MLP GAN (two seeds); and it is 1.5-3x faster on a bf16 CPU (course READMEs).
+    MLP GAN (two seeds); and it is 1.5-3x faster on a bf16 CPU (course READMEs). An explicit
+    ``bf16`` on a CPU without bf16 instructions (AVX2 only) is kept but warned about: it is
+    emulated there, hundreds of times slower than fp32 for a matmul.
     """
+    if precision == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
+        print("warning: --precision bf16 on a CPU without bf16 instructions: bf16 is emulated, far slower "
+              "than fp32 (--precision auto picks fp32 here)", file=sys.stderr)
     if precision != "auto":
         return precision
     if device.type == "cuda":

@@ -207,6 +207,17 @@ def test_nan_guard_exits_3_from_a_script(tmp_path):
     assert proc.stderr.strip().startswith("error: loss became nan at step 3")
 
 
+def test_bf16_asked_for_on_a_cpu_without_it_is_kept_with_one_warning(monkeypatch, capsys):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(T, "cpu_supports_bf16", lambda: False)
+    assert T.resolve_precision("bf16", cpu) == "bf16" and T.resolve_precision("auto", cpu) == "fp32"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: --precision bf16 on a CPU without bf16")
+    monkeypatch.setattr(T, "cpu_supports_bf16", lambda: True)
+    assert T.resolve_precision("bf16", cpu) == "bf16" and T.resolve_precision("auto", cpu) == "bf16"
+    assert capsys.readouterr().err == ""
+
+
 def test_precision_and_device_choices():
     cpu = torch.device("cpu")
     assert T.resolve_precision("fp32", cpu) == "fp32"
