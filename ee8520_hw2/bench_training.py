@@ -42,7 +42,7 @@ import torch.nn as nn
 from common import data as D
 from common.bench import PeakMeter, count_step_flops, print_share, share_of_peak
 from common.cli import run_main
-from common.training import autocast, cpu_supports_bf16, get_device, seed_everything
+from common.training import autocast, get_device, resolve_precision, seed_everything
 from hw2_step2_main import train_step
 from models.AR import MaskedConv2d, PixelCNN, nll_nats_per_image, set_conv_impl
 
@@ -124,7 +124,7 @@ def main(argv=None):
         print(f"full MNIST not found: using the {train.source} data ({len(train)} train images)")
     x_train = (D.images(train, "unit", device=device) > 0.5).float()  # the skeleton's threshold binarization
     x_test = (D.images(test, "unit", device=device)[:args.test_images] > 0.5).float()
-    bf16 = "bf16" if (device.type != "cpu" or cpu_supports_bf16()) else "fp32"
+    bf16 = resolve_precision("auto", device)  # ours: bf16 where the hardware has it
     print(f"PixelCNN() training step, batch {args.batch_size}, {torch.get_num_threads()} threads, device {device}, "
           f"bf16 {'supported' if bf16 == 'bf16' else 'NOT supported: ours stays fp32'}")
 
