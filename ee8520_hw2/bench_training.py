@@ -9,10 +9,11 @@ batch of 128, same Adam step, side by side in this run:
 Steps of the variants are interleaved in rounds so a change in machine load hits all alike; the
 median step time counts. Then baseline and ours train from the same initialization on the same
 batches for the same number of steps, and both are scored by fp32 test NLL (nats per image): the
-speed-up only counts if ours is within 0.3 nats of the baseline (or better). That check is of bf16:
-on a CPU without bf16, where ours trains in fp32 too, it is skipped unless ``--steps`` asks for it. Early in training
+speed-up only counts if ours is within 0.3 nats of the baseline (or better). Early in training
 two runs drift apart by more than rounding alone explains, so the script also scores the same
-baseline weights under bf16 autocast: the precision effect without training noise.
+baseline weights under bf16 autocast: the precision effect without training noise. That check is
+of bf16: on a CPU without bf16, where ours trains in fp32 too, it is skipped unless ``--steps``
+asks for it.
 
     cd ee8520_hw2 && python bench_training.py [--steps 30] [--rounds 3]
 
