@@ -3,9 +3,10 @@
 Same architecture (``PixelCNN()``: the gated PixelCNN, 32 channels per stack, twelve layers), same
 batch of 128, same Adam step, side by side in this run:
 - baseline: fp32, NCHW, every masked conv as a full-kernel convolution with ``weight * mask``;
-- ours: bf16 autocast (where the CPU supports it), channels_last, and masked convs computed over
-  their causal taps only (``set_conv_impl(model, "taps")``); plus the intermediate variants, so
-  the table shows what each switch buys.
+- ours: bf16 autocast (where the CPU supports it), channels_last, masked convs computed over
+  their causal taps only (``set_conv_impl(model, "taps")``) and the gated units as one compiled
+  pass (``set_gate_impl(model, "compiled")``, where ``hw2_step2_main.py`` uses it: the CPU); plus
+  the intermediate variants, so the table shows what each switch buys.
 Steps of the variants are interleaved in rounds so a change in machine load hits all alike; the
 median step time counts. Then baseline and ours train from the same initialization on the same
 batches for the same number of steps, and both are scored by fp32 test NLL (nats per image): the
@@ -45,7 +46,7 @@ from common.bench import PeakMeter, count_step_flops, print_share, share_of_peak
 from common.cli import run_main
 from common.training import autocast, get_device, resolve_precision, seed_everything
 from hw2_step2_main import train_step
-from models.AR import MaskedConv2d, PixelCNN, nll_nats_per_image, set_conv_impl
+from models.AR import MaskedConv2d, PixelCNN, nll_nats_per_image, set_conv_impl, set_gate_impl
 
 LOSS = nn.BCEWithLogitsLoss()  # the training loss of hw2_step2_main.py
 
@@ -68,9 +69,9 @@ class ResidualPixelCNN(nn.Module):
 
 
 class Variant:
-    def __init__(self, name, precision, channels_last, impl, model):
+    def __init__(self, name, precision, channels_last, impl, model, gate="eager"):
         self.name, self.precision, self.channels_last, self.impl = name, precision, channels_last, impl
-        self.model = set_conv_impl(model, impl)
+        self.model = set_gate_impl(set_conv_impl(model, impl), gate)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
@@ -131,11 +132,12 @@ def main(argv=None):
 
     torch.manual_seed(args.seed)
     init = PixelCNN()
-    specs = [("baseline: fp32 NCHW, full kernel x mask", "fp32", False, "masked"),
-             ("fp32 NCHW, causal taps", "fp32", False, "taps"),
-             (f"{bf16} channels_last, full kernel x mask", bf16, True, "masked"),
-             (f"ours: {bf16} channels_last, causal taps", bf16, True, "taps")]
-    variants = [Variant(n, p, cl, impl, copy.deepcopy(init).to(device)) for n, p, cl, impl in specs]
+    gate = "compiled" if device.type == "cpu" else "eager"  # hw2_step2_main.py's --gate-impl auto
+    specs = [("baseline: fp32 NCHW, full kernel x mask", "fp32", False, "masked", "eager"),
+             ("fp32 NCHW, causal taps", "fp32", False, "taps", "eager"),
+             (f"{bf16} channels_last, causal taps", bf16, True, "taps", "eager"),
+             (f"ours: {bf16} channels_last, causal taps, {gate} gate", bf16, True, "taps", gate)]
+    variants = [Variant(n, p, cl, impl, copy.deepcopy(init).to(device), g) for n, p, cl, impl, g in specs]
     base, ours = variants[0], variants[-1]
     residual = Variant(f"the residual model (before issue 19), {bf16} channels_last, taps", bf16, True, "taps",
                        ResidualPixelCNN().to(device))
@@ -144,8 +146,11 @@ def main(argv=None):
     # Timing: interleaved rounds, fixed batches (the optimizer state moves on, which does not matter here)
     g = torch.Generator().manual_seed(args.seed)
     batches = [x_train[torch.randint(len(x_train), (args.batch_size,), generator=g)] for _ in range(args.per_round)]
-    for v in variants:  # warm-up (oneDNN primitive creation)
+    for v in variants:  # warm-up (oneDNN primitive creation; compiling the gate, timed)
+        t0 = time.perf_counter()
         v.step(batches[0], device)
+        if v is ours and gate == "compiled":
+            print(f"first step of ours, compiling the gate: {time.perf_counter() - t0:.1f} s")
     peak = PeakMeter(*dict.fromkeys(v.precision for v in variants))
     peak.sample()
     for _ in range(args.rounds):
@@ -169,8 +174,9 @@ def main(argv=None):
               f"{flops[v.name] / 1e9:.1f} GFLOP, {achieved:.0f} GFLOP/s, {100 * share:.0f}% of {v.precision} peak")
 
     # Quality: baseline and ours from the same init, same batches, same number of steps. It checks
-    # bf16: where ours trains in fp32 too, taps and channels-last change only rounding
-    # (tests/test_ee8520_step2.py::test_taps_and_masked_agree_on_default_models), so it is skipped
+    # bf16: where ours trains in fp32 too, taps, channels-last and the compiled gate change only
+    # rounding (tests/test_ee8520_step2.py: test_taps_and_masked_agree_on_default_models,
+    # test_compiled_gate_matches_eager), so it is skipped
     # unless --steps asks for it (30 steps of both cost about 5 min in fp32 on an AVX2-only CPU).
     steps = args.steps if args.steps is not None else (30 if bf16 == "bf16" else 0)
     if not steps:
@@ -179,7 +185,7 @@ def main(argv=None):
     else:
         seed_everything(args.seed)
         base = Variant(specs[0][0], "fp32", False, "masked", copy.deepcopy(init).to(device))
-        ours = Variant(specs[-1][0], bf16, True, "taps", copy.deepcopy(init).to(device))
+        ours = Variant(specs[-1][0], bf16, True, "taps", copy.deepcopy(init).to(device), gate)
         loader = D.TensorLoader(x_train, batch_size=args.batch_size, seed=args.seed, drop_last=True)
         done, t_train = 0, {base.name: 0.0, ours.name: 0.0}
         while done < steps:

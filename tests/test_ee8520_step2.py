@@ -17,8 +17,9 @@ COURSE = Path(__file__).resolve().parents[1] / "ee8520_hw2"
 if str(COURSE) not in sys.path:
     sys.path.insert(0, str(COURSE))
 
+import models.AR as AR  # noqa: E402
 from models.AR import (ConditionalMaskedConv2d, ConditionalPixelCNN, MaskedConv2d, PixelCNN,  # noqa: E402
-                       draw_uniforms, nll_nats_per_image, sample_fast, sample_naive, set_conv_impl)
+                       draw_uniforms, nll_nats_per_image, sample_fast, sample_naive, set_conv_impl, set_gate_impl)
 
 
 @pytest.fixture(autouse=True)
@@ -174,6 +175,70 @@ def test_taps_and_masked_agree_on_default_models():
             a = _logits(set_conv_impl(model, "masked"), x, y)
             b = _logits(set_conv_impl(model, "taps"), x, y)
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "conditional"])
+def test_causality_with_the_compiled_gate(conditional):
+    torch.manual_seed(0)
+    model = ConditionalPixelCNN(channels=8, n_layers=3) if conditional else PixelCNN(channels=8, n_layers=3)
+    set_gate_impl(set_conv_impl(model, "taps"), "compiled").train()
+    _check_causal(model, list(range(28 * 28)), conditional=conditional)
+    assert not AR.compiled_gate.failed
+
+
+def _step_outputs(model, x, y):
+    """Logits and parameter gradients of one BCE step in training mode, channels-last."""
+    model.zero_grad(set_to_none=True)
+    logits = _logits(model, x, y)
+    F.binary_cross_entropy_with_logits(logits, x).backward()
+    return logits.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+def test_compiled_gate_matches_eager():
+    """Training with the compiled gate (tanh as 2 sigmoid(2a) - 1, the class bias and link added in
+    the same pass) gives the eager gate's logits and gradients up to rounding; evaluation uses the
+    eager gate, bit for bit."""
+    import copy
+    torch.manual_seed(0)
+    x = (torch.rand(6, 1, 28, 28) > 0.5).float().contiguous(memory_format=torch.channels_last)
+    y = _one_hot([0, 1, 2, 3, 8, 9])
+    for model in (PixelCNN(), ConditionalPixelCNN()):
+        eager = set_conv_impl(model, "taps").to(memory_format=torch.channels_last).train()
+        fused = set_gate_impl(copy.deepcopy(eager), "compiled")
+        (la, ga), (lb, gb) = _step_outputs(eager, x, y), _step_outputs(fused, x, y)
+        assert not torch.equal(la, lb)  # the compiled path did run: a different rounding
+        assert torch.allclose(la, lb, atol=1e-5)
+        for a, b in zip(ga, gb):
+            assert (a - b).norm() <= 1e-4 * a.norm() + 1e-8
+        with torch.no_grad():
+            assert torch.equal(_logits(eager.eval(), x, y), _logits(fused.eval(), x, y))
+    assert not AR.compiled_gate.failed
+
+
+def test_compiled_gate_falls_back_to_eager_where_compiling_fails(monkeypatch, capfd):
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found\nsecond line")
+
+    monkeypatch.setattr(AR, "compiled_gate", AR._CompiledGate())
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    torch.manual_seed(0)
+    x = (torch.rand(3, 1, 28, 28) > 0.5).float()
+    y = _one_hot([1, 4, 7])
+    eager = ConditionalPixelCNN(channels=8, n_layers=3).train()
+    import copy
+    fused = set_gate_impl(copy.deepcopy(eager), "compiled")
+    (la, ga), (lb, gb) = _step_outputs(eager, x, y), _step_outputs(fused, x, y)
+    assert torch.allclose(la, lb, atol=1e-6) and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ga, gb))
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "RuntimeError: no C++ compiler found" in err[0] and "eager gate" in err[0]
+    assert AR.compiled_gate.failed
+    _step_outputs(fused, x, y)  # later steps go the eager way without another line
+    assert capfd.readouterr().err == ""
+
+
+def test_set_gate_impl_rejects_unknown_names():
+    with pytest.raises(ValueError):
+        set_gate_impl(PixelCNN(channels=4, n_layers=2), "fast")
 
 
 # ------------------------------------------------------------------------------------------------

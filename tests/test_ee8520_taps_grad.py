@@ -1,6 +1,6 @@
-"""EE 8520 PixelCNN taps convolution (issue 20): cropping the extra output row with
-``models.AR._CropRows`` gives the same output and gradients as plain slicing (bit-equal) and keeps
-a channels-last gradient channels-last."""
+"""EE 8520 PixelCNN data movement (issue 20): cropping the taps convolution's extra output row
+with ``models.AR._CropRows``, and the vertical stack's one-row shift, give the same output and
+gradients as plain padding and slicing (bit-equal) and keep a channels-last tensor channels-last."""
 from __future__ import annotations
 
 import pytest
@@ -49,3 +49,19 @@ def test_crop_rows_gradient_keeps_channels_last(AR):
     out.backward(torch.ones(2, 3, 4, 4).contiguous(memory_format=torch.channels_last))
     assert y.grad.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(y.grad[:, :, :4], torch.ones(2, 3, 4, 4)) and not y.grad[:, :, 4].any()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_shift_down_matches_pad_and_slice(AR, channels_last):
+    """The one-row shift of the vertical stack: the same values and gradient as padding on top and
+    slicing the last row off, in one copy that keeps the input's memory format."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    t0 = torch.randn(3, 4, 6, 5).contiguous(memory_format=fmt)
+    g = torch.randn(3, 4, 6, 5).contiguous(memory_format=fmt)
+    a, b = t0.clone().requires_grad_(True), t0.clone().requires_grad_(True)
+    ours, ref = AR.shift_down(a), F.pad(b, (0, 0, 1, 0))[:, :, :6]
+    assert torch.equal(ours, ref) and ours.is_contiguous(memory_format=fmt)
+    ours.backward(g)
+    ref.backward(g)
+    assert torch.equal(a.grad, b.grad) and a.grad.is_contiguous(memory_format=fmt)
+    assert torch.equal(ours[:, :, 0], torch.zeros(3, 4, 5))
