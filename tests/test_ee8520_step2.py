@@ -177,13 +177,24 @@ def test_taps_and_masked_agree_on_default_models():
         assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.fixture
+def fresh_dynamo():
+    """Compiled-gate tests start from empty dynamo caches, so that the models of earlier tests (other
+    widths) do not use up the recompile limit; yields the compile counters."""
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    yield counters
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "conditional"])
-def test_causality_with_the_compiled_gate(conditional):
+def test_causality_with_the_compiled_gate(conditional, fresh_dynamo):
     torch.manual_seed(0)
     model = ConditionalPixelCNN(channels=8, n_layers=3) if conditional else PixelCNN(channels=8, n_layers=3)
     set_gate_impl(set_conv_impl(model, "taps"), "compiled").train()
     _check_causal(model, list(range(28 * 28)), conditional=conditional)
-    assert not AR.compiled_gate.failed
+    assert not AR.compiled_gate.failed and fresh_dynamo["stats"]["unique_graphs"] >= 2
 
 
 def _step_outputs(model, x, y):
@@ -194,7 +205,7 @@ def _step_outputs(model, x, y):
     return logits.detach(), [p.grad.clone() for p in model.parameters()]
 
 
-def test_compiled_gate_matches_eager():
+def test_compiled_gate_matches_eager(fresh_dynamo):
     """Training with the compiled gate (tanh as 2 sigmoid(2a) - 1, the class bias and link added in
     the same pass) gives the eager gate's logits and gradients up to rounding; evaluation uses the
     eager gate, bit for bit."""
@@ -212,7 +223,12 @@ def test_compiled_gate_matches_eager():
             assert (a - b).norm() <= 1e-4 * a.norm() + 1e-8
         with torch.no_grad():
             assert torch.equal(_logits(eager.eval(), x, y), _logits(fused.eval(), x, y))
-    assert not AR.compiled_gate.failed
+    # six call patterns (first layer or not, link or not, class bias or not), within the limit of 8
+    assert not AR.compiled_gate.failed and fresh_dynamo["stats"]["unique_graphs"] == 6
+    assert not fresh_dynamo["frames"].get("recompile_limit_hit")
+    # a batch of another size reuses them (the batch dimension is dynamic)
+    _step_outputs(fused.train(), x[:3], y[:3])
+    assert fresh_dynamo["stats"]["unique_graphs"] == 6
 
 
 def test_compiled_gate_falls_back_to_eager_where_compiling_fails(monkeypatch, capfd):

@@ -181,9 +181,12 @@ class _CompiledGate:
     """``torch.compile`` of :func:`_fused_gate`: the class bias, link, tanh, sigmoid and product of a
     gate in one pass forward and one backward, instead of a pass over the 25 MB activations for
     each (the training step's gate where ``set_gate_impl(model, "compiled")`` asks for it).
-    Compiled on first use (about 10-20 s per shape and dtype; PyTorch caches the kernels on disk).
-    Where compiling fails (no C++ compiler, an unsupported device) it prints one line and falls
-    back to the eager gate, for good."""
+    Compiled on first use (7-20 s; PyTorch caches the kernels on disk), with the batch dimension
+    dynamic from the start: one kernel per call pattern (first layer or not, conditional or not)
+    serves every batch size, so a run's last, smaller batch compiles nothing new, every process
+    (a resumed run's too) runs the same kernels, and the patterns stay under dynamo's
+    recompile limit (8 per function). Where compiling fails (no C++ compiler, an unsupported
+    device) it prints one line and falls back to the eager gate, for good."""
 
     def __init__(self):
         self.fn = None
@@ -196,6 +199,9 @@ class _CompiledGate:
                     # a CPU-only PyTorch logs "No CUDA runtime is found" when the compiler loads
                     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
                     self.fn = torch.compile(_fused_gate)
+                for a in args:
+                    if a is not None and a.shape[0] > 1:
+                        torch._dynamo.mark_dynamic(a, 0)
                 return self.fn(*args)
             except Exception as e:  # noqa: BLE001 - any compiler failure: the eager gate is exact
                 self.failed = True
