@@ -181,12 +181,13 @@ class _CompiledGate:
     """``torch.compile`` of :func:`_fused_gate`: the class bias, link, tanh, sigmoid and product of a
     gate in one pass forward and one backward, instead of a pass over the 25 MB activations for
     each (the training step's gate where ``set_gate_impl(model, "compiled")`` asks for it).
-    Compiled on first use (7-20 s; PyTorch caches the kernels on disk), with the batch dimension
-    dynamic from the start: one kernel per call pattern (first layer or not, conditional or not)
-    serves every batch size, so a run's last, smaller batch compiles nothing new, every process
-    (a resumed run's too) runs the same kernels, and the patterns stay under dynamo's
-    recompile limit (8 per function). Where compiling fails (no C++ compiler, an unsupported
-    device) it prints one line and falls back to the eager gate, for good."""
+    Compiled on first use (about 6 s once PyTorch has the C++ kernels in its disk cache, 20-30 s
+    before), with the batch dimension dynamic from the start: one kernel per call pattern (first
+    layer or not, conditional or not) serves every batch size, so a run's last, smaller batch
+    compiles nothing new, every process (a resumed run's too) runs the same kernels, and the
+    patterns stay under dynamo's recompile limit (8 per function). Where compiling fails (no C++
+    compiler, an unsupported device) it prints one line and falls back to the eager gate, for
+    good."""
 
     def __init__(self):
         self.fn = None
@@ -198,7 +199,11 @@ class _CompiledGate:
                 if self.fn is None:
                     # a CPU-only PyTorch logs "No CUDA runtime is found" when the compiler loads
                     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-                    self.fn = torch.compile(_fused_gate)
+                    # without the FX graph cache: its entries pickle torch.channels_last by reference
+                    # to whichever loaded module holds ``torch`` (a test module, say), and another
+                    # process fails to load them with a traceback; the compiled C++ kernels are still
+                    # cached on disk, so a warm start takes about 6 s either way
+                    self.fn = torch.compile(_fused_gate, options={"fx_graph_cache": False})
                 for a in args:
                     if a is not None and a.shape[0] > 1:
                         torch._dynamo.mark_dynamic(a, 0)
