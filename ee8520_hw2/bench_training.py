@@ -46,7 +46,7 @@ from common.bench import PeakMeter, count_step_flops, print_share, share_of_peak
 from common.cli import run_main
 from common.training import autocast, get_device, resolve_precision, seed_everything
 from hw2_step2_main import train_step
-from models.AR import MaskedConv2d, PixelCNN, nll_nats_per_image, set_conv_impl, set_gate_impl
+from models.AR import MaskedConv2d, PixelCNN, nll_nats_per_image, resolve_gate_impl, set_conv_impl, set_gate_impl
 
 LOSS = nn.BCEWithLogitsLoss()  # the training loss of hw2_step2_main.py
 
@@ -132,7 +132,7 @@ def main(argv=None):
 
     torch.manual_seed(args.seed)
     init = PixelCNN()
-    gate = "compiled" if device.type == "cpu" else "eager"  # hw2_step2_main.py's --gate-impl auto
+    gate = resolve_gate_impl("auto", device)  # hw2_step2_main.py's default
     specs = [("baseline: fp32 NCHW, full kernel x mask", "fp32", False, "masked", "eager"),
              ("fp32 NCHW, causal taps", "fp32", False, "taps", "eager"),
              (f"{bf16} channels_last, causal taps", bf16, True, "taps", "eager"),

@@ -37,7 +37,7 @@ from common.tables import write_table  # noqa: E402
 from common.loop import train_epochs  # noqa: E402
 from common.training import Run, adam, autocast, get_device, resolve_precision, resolved, seed_everything  # noqa: E402
 from models.AR import (ConditionalPixelCNN, PixelCNN, draw_uniforms, nll_nats_per_image,  # noqa: E402
-                       sample_fast, set_conv_impl, set_gate_impl)
+                       resolve_gate_impl, sample_fast, set_conv_impl, set_gate_impl)
 
 HERE = Path(__file__).resolve().parent
 PIXELS = 28 * 28
@@ -170,9 +170,7 @@ def main(argv=None):
     # oneDNN's faster layout on the CPU in either precision (bench_training.py's "ours"; fp32 on an
     # AVX2-only CPU: 3.82 s a step against 4.11 s in NCHW)
     channels_last = device.type == "cpu"
-    # the compiled gate: 4.2 against 5.3 s a step in fp32 on an AVX2-only CPU (bench_training.py);
-    # not yet measured on CUDA or MPS, which keep the eager gate unless asked
-    gate_impl = cfg.gate_impl if cfg.gate_impl != "auto" else ("compiled" if device.type == "cpu" else "eager")
+    gate_impl = resolve_gate_impl(cfg.gate_impl, device)
     out = run_dir("ee8520", "step2", cfg.name, cfg.out_dir, quick=cfg.quick)
     imgs = skeleton_imgs_dir(HERE, out, cfg)
 

@@ -2,6 +2,7 @@
 class-conditional bias, the cached sampler against the naive one, and a quick end-to-end run."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -209,7 +210,6 @@ def test_compiled_gate_matches_eager(fresh_dynamo):
     """Training with the compiled gate (tanh as 2 sigmoid(2a) - 1, the class bias and link added in
     the same pass) gives the eager gate's logits and gradients up to rounding; evaluation uses the
     eager gate, bit for bit."""
-    import copy
     torch.manual_seed(0)
     x = (torch.rand(6, 1, 28, 28) > 0.5).float().contiguous(memory_format=torch.channels_last)
     y = _one_hot([0, 1, 2, 3, 8, 9])
@@ -241,7 +241,6 @@ def test_compiled_gate_falls_back_to_eager_where_compiling_fails(monkeypatch, ca
     x = (torch.rand(3, 1, 28, 28) > 0.5).float()
     y = _one_hot([1, 4, 7])
     eager = ConditionalPixelCNN(channels=8, n_layers=3).train()
-    import copy
     fused = set_gate_impl(copy.deepcopy(eager), "compiled")
     (la, ga), (lb, gb) = _step_outputs(eager, x, y), _step_outputs(fused, x, y)
     assert torch.allclose(la, lb, atol=1e-6) and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ga, gb))

@@ -143,15 +143,16 @@ class ConditionalMaskedConv2d(MaskedConv2d):
         return self.class_emb(y.to(self.class_emb.weight.dtype))
 
     def forward(self, x, y):
-        out = super().forward(x)
-        return out + self.class_bias(y).to(out.dtype)[:, :, None, None]
+        return _plus_class_bias(super().forward(x), self.class_bias(y))
 
 
-def gate(t, u=None):
-    """The gated unit of ``t`` (plus ``u``, if given): tanh of the first half of the channels times
-    sigmoid of the second half."""
-    if u is not None:
-        t = t + u
+def _plus_class_bias(t, c):
+    """``t`` (N, C, H, W) plus the class bias ``c`` (N, C), broadcast over height and width."""
+    return t + c.to(t.dtype)[:, :, None, None]
+
+
+def gate(t):
+    """The gated unit: tanh of the first half of the channels times sigmoid of the second half."""
     a, b = t.chunk(2, dim=1)
     if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
         # the halves of a channels-last tensor are strided views, on which sigmoid and tanh take a
@@ -160,21 +161,20 @@ def gate(t, u=None):
     return torch.tanh(a) * torch.sigmoid(b)
 
 
-def _fused_gate(t, u=None, c=None):
-    """``gate(t + c + u)`` (``c`` the class bias ``V y``, (N, 2C), broadcast over the image) with
-    tanh(a) written as 2 sigmoid(2a) - 1: equal up to rounding (about 1e-7), and a fused kernel
-    computes it faster (tanh costs about 4x sigmoid on the CPU)."""
+def _gate_input(t, u=None, c=None):
+    """``t + c + u``, in the eager layer's order: the convolution's output, its class bias ``c``
+    (N, 2C) if conditional, the vertical stack's link ``u`` in the horizontal stack."""
     if c is not None:
-        t = t + c.to(t.dtype)[:, :, None, None]
-    if u is not None:
-        t = t + u
-    a, b = t.chunk(2, dim=1)
+        t = _plus_class_bias(t, c)
+    return t if u is None else t + u
+
+
+def _fused_gate(t, u=None, c=None):
+    """``gate(_gate_input(t, u, c))`` with tanh(a) written as 2 sigmoid(2a) - 1: equal up to
+    rounding (about 1e-7), and a fused kernel computes it faster (tanh costs about 4x sigmoid on
+    the CPU)."""
+    a, b = _gate_input(t, u, c).chunk(2, dim=1)
     return (2 * torch.sigmoid(2 * a) - 1) * torch.sigmoid(b)
-
-
-def _eager_gate(t, u=None, c=None):
-    """:func:`_fused_gate`'s arguments, through :func:`gate`."""
-    return gate(t if c is None else t + c.to(t.dtype)[:, :, None, None], u)
 
 
 class _CompiledGate:
@@ -213,7 +213,7 @@ class _CompiledGate:
                 reason = (str(e).strip().splitlines() or [""])[0][:160]
                 print(f"note: the compiled gate is not available here ({type(e).__name__}: {reason}); "
                       "training uses the eager gate", file=sys.stderr)
-        return _eager_gate(*args)
+        return gate(_gate_input(*args))
 
 
 compiled_gate = _CompiledGate()
@@ -268,7 +268,7 @@ class GatedLayer(nn.Module):
         if self.gate_impl == "compiled" and self.training and not compiled_gate.failed:
             return self._forward_compiled(v, h, y)
         v = gate(_apply(self.v_conv, v, y))
-        h_new = self.h_out(gate(_apply(self.h_conv, h, y), self.v_to_h(shift_down(v))))
+        h_new = self.h_out(gate(_apply(self.h_conv, h, y) + self.v_to_h(shift_down(v))))
         return v, h_new if self.first else h + h_new
 
     def _forward_compiled(self, v, h, y):
@@ -359,6 +359,15 @@ def set_conv_impl(model: nn.Module, impl: str) -> nn.Module:
         if isinstance(m, MaskedConv2d):
             m.causal_taps = impl == "taps"
     return model
+
+
+def resolve_gate_impl(impl: str, device: torch.device) -> str:
+    """``'auto'``: ``'compiled'`` on the CPU, where it was measured (one fp32 step 4.26 against
+    5.28 s on an AVX2-only CPU, ``bench_training.py``); ``'eager'`` on CUDA and MPS, not yet
+    measured there. Any other name is kept."""
+    if impl == "auto":
+        return "compiled" if device.type == "cpu" else "eager"
+    return impl
 
 
 def set_gate_impl(model: nn.Module, impl: str) -> nn.Module:
