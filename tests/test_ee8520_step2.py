@@ -178,6 +178,29 @@ def test_taps_and_masked_agree_on_default_models():
         assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("channels_last", [True, False], ids=["channels_last", "nchw"])
+def test_stacked_link_matches_two_convolutions(channels_last):
+    """In training with taps convolutions, a later layer's horizontal 1 x 2 convolution and its 1x1
+    link from the vertical stack run as one 1x1 convolution over shifted copies: the same logits
+    and gradients up to rounding; evaluation keeps the two convolutions."""
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = (torch.rand(6, 1, 28, 28) > 0.5).float().contiguous(memory_format=fmt)
+    y = _one_hot([0, 1, 2, 3, 8, 9])
+    for model in (PixelCNN(), ConditionalPixelCNN()):
+        stacked = set_conv_impl(model, "taps").to(memory_format=fmt).train()
+        assert [layer._stacks_link() for layer in stacked.layers] == [False] + [True] * 11
+        separate = copy.deepcopy(stacked)
+        for layer in separate.layers:
+            layer.stacked_link = False
+        (la, ga), (lb, gb) = _step_outputs(separate, x, y), _step_outputs(stacked, x, y)
+        assert not torch.equal(la, lb)  # the stacked path did run: a different rounding
+        assert torch.allclose(la, lb, atol=1e-5)
+        for a, b in zip(ga, gb):
+            assert (a - b).norm() <= 1e-4 * a.norm() + 1e-8
+        assert not any(layer._stacks_link() for layer in stacked.eval().layers)
+
+
 @pytest.fixture
 def fresh_dynamo():
     """Compiled-gate tests start from empty dynamo caches, so that the models of earlier tests (other
@@ -223,7 +246,9 @@ def test_compiled_gate_matches_eager(fresh_dynamo):
             assert (a - b).norm() <= 1e-4 * a.norm() + 1e-8
         with torch.no_grad():
             assert torch.equal(_logits(eager.eval(), x, y), _logits(fused.eval(), x, y))
-    # six call patterns (first layer or not, link or not, class bias or not), within the limit of 8
+    # six call patterns, within the limit of 8: per model, the vertical gate of the first layer and
+    # of the later ones (a cropped view), and the first layer's horizontal gate, which adds its link
+    # (the later layers' gate input comes whole from the stacked convolution, like the first vertical)
     assert not AR.compiled_gate.failed and fresh_dynamo["stats"]["unique_graphs"] == 6
     assert not fresh_dynamo["frames"].get("recompile_limit_hit")
     # a batch of another size reuses them (the batch dimension is dynamic)

@@ -28,6 +28,9 @@ Speed paths, each equal to the plain version up to rounding (the tests check the
 - training: a masked convolution skips the kernel rows and columns its mask zeroes (a (p+1) x k
   convolution for 'V' and 'B', 1 x (p+1) for the horizontal 'B'), on the input padded on the top
   or left only, as PixelCNN++'s shifted convolutions do (``set_conv_impl(model, "taps")``);
+- training, with taps: in every layer after the first, the horizontal 1 x 2 convolution and the
+  1x1 link from the vertical stack as one 1x1 convolution over h shifted by 1 and 0 columns and v
+  shifted by one row (``GatedLayer._h_and_link``): the same FLOPs in one larger convolution;
 - training: each gate, with the class bias and link added before it, as one compiled pass
   (``set_gate_impl(model, "compiled")``, ``torch.compile``);
 - sampling (``sample_fast``): the vertical stack of a row is computed once, when the row above is
@@ -240,6 +243,51 @@ class _ShiftDown(torch.autograd.Function):
         return out
 
 
+def _memory_format(t):
+    return torch.channels_last if not t.is_contiguous() and t.is_contiguous(
+        memory_format=torch.channels_last) else torch.contiguous_format
+
+
+class _ShiftedStack(torch.autograd.Function):
+    """The channels of h shifted right by each of ``h_shifts`` columns, then v shifted down one row
+    (zeros shifted in): the input of :meth:`GatedLayer._h_and_link`. One write per group forward;
+    backward, each group's gradient shifted back and summed."""
+
+    @staticmethod
+    def forward(ctx, h, v, h_shifts):
+        n, c, height, width = h.shape
+        groups = [(h, 0, s) for s in h_shifts] + [(v, 1, 0)]
+        out = torch.empty((n, sum(t.shape[1] for t, _, _ in groups), height, width), dtype=h.dtype,
+                          device=h.device, memory_format=_memory_format(h))
+        k = 0
+        for t, dy, dx in groups:
+            dst = out[:, k:k + t.shape[1]]
+            dst[:, :, :dy].zero_()
+            dst[:, :, :, :dx].zero_()
+            dst[:, :, dy:, dx:].copy_(t[:, :, :height - dy, :width - dx])
+            k += t.shape[1]
+        ctx.h_shifts, ctx.channels, ctx.dtypes = h_shifts, (c, v.shape[1]), (h.dtype, v.dtype)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (c, cv), (height, width) = ctx.channels, grad.shape[2:]
+        fmt = _memory_format(grad)
+        gh = None
+        for k, dx in sorted(enumerate(ctx.h_shifts), key=lambda kd: kd[1]):  # the unshifted group first
+            g = grad[:, k * c:(k + 1) * c]
+            if gh is None:
+                gh = g.clone(memory_format=fmt) if dx == 0 else torch.zeros_like(g, memory_format=fmt)
+                if dx == 0:
+                    continue
+            gh[:, :, :, :width - dx].add_(g[:, :, :, dx:])
+        gv = torch.empty((grad.shape[0], cv, height, width), dtype=grad.dtype, device=grad.device,
+                         memory_format=fmt)
+        gv[:, :, -1:].zero_()
+        gv[:, :, :-1].copy_(grad[:, len(ctx.h_shifts) * c:, 1:])
+        return gh.to(ctx.dtypes[0]), gv.to(ctx.dtypes[1]), None
+
+
 def shift_down(t):
     """Row i gets row i - 1 (row 0 gets zeros): the vertical stack's output as seen one row below."""
     return _ShiftDown.apply(t)
@@ -263,21 +311,40 @@ class GatedLayer(nn.Module):
         self.h_out = nn.Conv2d(channels, channels, 1)
 
     gate_impl = "eager"  # set by set_gate_impl(model, "compiled")
+    stacked_link = True  # with taps convolutions in training: see _h_and_link (False: for benchmarks)
 
     def forward(self, v, h, y=None):
-        if self.gate_impl == "compiled" and self.training and not compiled_gate.failed:
-            return self._forward_compiled(v, h, y)
-        v = gate(_apply(self.v_conv, v, y))
-        h_new = self.h_out(gate(_apply(self.h_conv, h, y) + self.v_to_h(shift_down(v))))
+        gate_fn = compiled_gate if self.gate_impl == "compiled" and self.training and not compiled_gate.failed \
+            else _eager_gate
+        v = gate_fn(MaskedConv2d.forward(self.v_conv, v), None, _class_bias(self.v_conv, y))
+        if self._stacks_link():
+            t, u = self._h_and_link(h, v), None
+        else:
+            t, u = MaskedConv2d.forward(self.h_conv, h), self.v_to_h(shift_down(v))
+        h_new = self.h_out(gate_fn(t, u, _class_bias(self.h_conv, y)))
         return v, h_new if self.first else h + h_new
 
-    def _forward_compiled(self, v, h, y):
-        """The same layer, with each gate and the additions that feed it (class bias, link) in one
-        compiled pass: the convolutions run without their class bias, which the gate adds."""
-        v = compiled_gate(MaskedConv2d.forward(self.v_conv, v), None, _class_bias(self.v_conv, y))
-        h_new = self.h_out(compiled_gate(MaskedConv2d.forward(self.h_conv, h), self.v_to_h(shift_down(v)),
-                                         _class_bias(self.h_conv, y)))
-        return v, h_new if self.first else h + h_new
+    def _stacks_link(self) -> bool:
+        c = self.h_conv
+        return (self.stacked_link and self.training and c.causal_taps and c.taps_supported()
+                and c.mask_type == "B" and c.kernel_size[0] == 1)
+
+    def _h_and_link(self, h, v):
+        """``h_conv(h) + v_to_h(shift_down(v))`` without class bias, as ONE 1x1 convolution over
+        the stack of h shifted right by p, ..., 1, 0 columns (the 1 x (p+1) taps of the 'B' mask)
+        and v shifted down one row: the same FLOPs, with a 96-channel input instead of a 2-tap and
+        a 1x1 convolution of 32 channels each, and no link for the gate to add. Equal up to
+        rounding; training mode only, so evaluation and sampling keep the two convolutions."""
+        conv, link = self.h_conv, self.v_to_h
+        p = conv.padding[1]
+        w = (conv.weight * conv.mask)[:, :, 0, :p + 1]  # (2C, C_in, taps), tap k shifted by p - k
+        w = torch.cat([w.permute(0, 2, 1).reshape(w.shape[0], -1), link.weight[:, :, 0, 0]], 1)
+        b = link.bias if conv.bias is None else conv.bias + link.bias
+        return F.conv2d(_ShiftedStack.apply(h, v, tuple(range(p, -1, -1))), w[:, :, None, None], b)
+
+
+def _eager_gate(t, u=None, c=None):
+    return gate(_gate_input(t, u, c))
 
 
 def _apply(layer, x, y):
