@@ -154,10 +154,15 @@ def _plus_class_bias(t, c):
     return t + c.to(t.dtype)[:, :, None, None]
 
 
+def _is_channels_last(t):
+    """A 4-d tensor laid out channels-last (and not also contiguous, as 1-pixel or 1-channel ones are)."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
 def gate(t):
     """The gated unit: tanh of the first half of the channels times sigmoid of the second half."""
     a, b = t.chunk(2, dim=1)
-    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+    if _is_channels_last(t):
         # the halves of a channels-last tensor are strided views, on which sigmoid and tanh take a
         # slow path on the CPU (bf16: 8x a contiguous pass; fp32: about 2x): copying them first is cheaper
         a, b = (z.contiguous(memory_format=torch.channels_last) for z in (a, b))
@@ -223,6 +228,27 @@ compiled_gate = _CompiledGate()
 GATE_IMPLS = ("eager", "compiled")
 
 
+def _memory_format(t):
+    return torch.channels_last if _is_channels_last(t) else torch.contiguous_format
+
+
+def _shift_into(dst, src, dy, dx):
+    """``dst`` = ``src`` moved down ``dy`` rows and right ``dx`` columns, zeros shifted in."""
+    height, width = src.shape[2:]
+    dst[:, :, :dy].zero_()
+    dst[:, :, :, :dx].zero_()
+    dst[:, :, dy:, dx:].copy_(src[:, :, :height - dy, :width - dx])
+
+
+def _shifted_up(grad):
+    """A new tensor in ``grad``'s memory format: row i gets row i + 1, the last row zeros (the
+    gradient of a one-row shift down)."""
+    out = torch.empty_like(grad, memory_format=_memory_format(grad))
+    out[:, :, -1:].zero_()
+    out[:, :, :-1].copy_(grad[:, :, 1:])
+    return out
+
+
 class _ShiftDown(torch.autograd.Function):
     """Row i gets row i - 1, row 0 zeros; forward and backward are one copy each into a new tensor
     of the input's memory format. (Padding on top and slicing the bottom row off gives a strided
@@ -230,61 +256,40 @@ class _ShiftDown(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, t):
-        out = torch.empty_like(t)  # keeps a channels-last layout
-        out[:, :, :1].zero_()
-        out[:, :, 1:].copy_(t[:, :, :-1])
+        out = torch.empty_like(t, memory_format=_memory_format(t))
+        _shift_into(out, t, 1, 0)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        out = torch.empty_like(grad)
-        out[:, :, -1:].zero_()
-        out[:, :, :-1].copy_(grad[:, :, 1:])
-        return out
-
-
-def _memory_format(t):
-    return torch.channels_last if not t.is_contiguous() and t.is_contiguous(
-        memory_format=torch.channels_last) else torch.contiguous_format
+        return _shifted_up(grad)
 
 
 class _ShiftedStack(torch.autograd.Function):
-    """The channels of h shifted right by each of ``h_shifts`` columns, then v shifted down one row
-    (zeros shifted in): the input of :meth:`GatedLayer._h_and_link`. One write per group forward;
-    backward, each group's gradient shifted back and summed."""
+    """The channels of h shifted right by each of ``h_shifts`` columns (one of them 0), then v
+    shifted down one row (zeros shifted in): the input of :meth:`GatedLayer._h_and_link`. One write
+    per group forward; backward, each group's gradient shifted back and summed."""
 
     @staticmethod
     def forward(ctx, h, v, h_shifts):
         n, c, height, width = h.shape
         groups = [(h, 0, s) for s in h_shifts] + [(v, 1, 0)]
-        out = torch.empty((n, sum(t.shape[1] for t, _, _ in groups), height, width), dtype=h.dtype,
-                          device=h.device, memory_format=_memory_format(h))
-        k = 0
-        for t, dy, dx in groups:
-            dst = out[:, k:k + t.shape[1]]
-            dst[:, :, :dy].zero_()
-            dst[:, :, :, :dx].zero_()
-            dst[:, :, dy:, dx:].copy_(t[:, :, :height - dy, :width - dx])
-            k += t.shape[1]
-        ctx.h_shifts, ctx.channels, ctx.dtypes = h_shifts, (c, v.shape[1]), (h.dtype, v.dtype)
+        out = torch.empty((n, len(h_shifts) * c + v.shape[1], height, width), dtype=h.dtype, device=h.device,
+                          memory_format=_memory_format(h))
+        for k, (t, dy, dx) in enumerate(groups):
+            _shift_into(out[:, k * c:k * c + t.shape[1]], t, dy, dx)
+        ctx.h_shifts, ctx.channels, ctx.dtypes = h_shifts, c, (h.dtype, v.dtype)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        (c, cv), (height, width) = ctx.channels, grad.shape[2:]
-        fmt = _memory_format(grad)
-        gh = None
-        for k, dx in sorted(enumerate(ctx.h_shifts), key=lambda kd: kd[1]):  # the unshifted group first
-            g = grad[:, k * c:(k + 1) * c]
-            if gh is None:
-                gh = g.clone(memory_format=fmt) if dx == 0 else torch.zeros_like(g, memory_format=fmt)
-                if dx == 0:
-                    continue
-            gh[:, :, :, :width - dx].add_(g[:, :, :, dx:])
-        gv = torch.empty((grad.shape[0], cv, height, width), dtype=grad.dtype, device=grad.device,
-                         memory_format=fmt)
-        gv[:, :, -1:].zero_()
-        gv[:, :, :-1].copy_(grad[:, len(ctx.h_shifts) * c:, 1:])
+        c, shifts, width = ctx.channels, ctx.h_shifts, grad.shape[3]
+        k0 = shifts.index(0)  # the unshifted group starts the sum: one copy instead of zeros + add
+        gh = grad[:, k0 * c:(k0 + 1) * c].clone(memory_format=_memory_format(grad))
+        for k, dx in enumerate(shifts):
+            if dx:
+                gh[:, :, :, :width - dx].add_(grad[:, k * c:(k + 1) * c, :, dx:])
+        gv = _shifted_up(grad[:, len(shifts) * c:])
         return gh.to(ctx.dtypes[0]), gv.to(ctx.dtypes[1]), None
 
 
@@ -311,7 +316,7 @@ class GatedLayer(nn.Module):
         self.h_out = nn.Conv2d(channels, channels, 1)
 
     gate_impl = "eager"  # set by set_gate_impl(model, "compiled")
-    stacked_link = True  # with taps convolutions in training: see _h_and_link (False: for benchmarks)
+    stacked_link = True  # with taps convolutions in training: see _h_and_link (False: the two convolutions)
 
     def forward(self, v, h, y=None):
         gate_fn = compiled_gate if self.gate_impl == "compiled" and self.training and not compiled_gate.failed \
