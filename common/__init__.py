@@ -14,12 +14,3 @@
 
 Course folders import ``common``; ``common`` never imports a course.
 """
-import os as _os
-
-# Large CPU tensors on transparent huge pages. A training step allocates fresh activations of
-# tens of MB; glibc maps each one anew and the kernel faults it in 4 KB pages (about 10% of a
-# PixelCNN step, 60,000+ page faults). With THP_MEM_ALLOC_ENABLE set, PyTorch advises every CPU
-# buffer of 2 MB or more as MADV_HUGEPAGE (Linux only; elsewhere it is ignored). PyTorch reads
-# the variable once, at its first CPU tensor, so it is set here, on import, before any tensor
-# exists; THP_MEM_ALLOC_ENABLE=0 in the environment turns it off.
-_os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")

@@ -46,6 +46,17 @@ WEIGHTS_DIVERGED = 1e5
 # Seeding, device, precision
 
 
+def use_huge_pages() -> None:
+    """Put large CPU tensors on transparent huge pages, for a script whose step is bound by fresh
+    activations of tens of MB: PyTorch then advises every CPU buffer of 2 MB or more as
+    MADV_HUGEPAGE (Linux only), and page faults fall about 10x. It helps where page faults cost
+    much (the EE 8520 PixelCNN step: -5%, median of seven alternated pairs) and can hurt
+    elsewhere (the RDFIA cGAN step: +15%), so a script opts in. PyTorch reads
+    THP_MEM_ALLOC_ENABLE once, at its first CPU tensor: call this at import, before any tensor
+    exists. THP_MEM_ALLOC_ENABLE=0 in the environment wins."""
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

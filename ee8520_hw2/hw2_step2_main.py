@@ -35,10 +35,12 @@ from common.paths import run_dir, shown, skeleton_imgs_dir  # noqa: E402
 from common.plotting import grid_image, plot_bars, plot_panels, save_grid  # noqa: E402
 from common.tables import write_table  # noqa: E402
 from common.loop import train_epochs  # noqa: E402
-from common.training import Run, adam, autocast, get_device, resolve_precision, resolved, seed_everything  # noqa: E402
+from common.training import (Run, adam, autocast, get_device, resolve_precision, resolved,  # noqa: E402
+                             seed_everything, use_huge_pages)
 from models.AR import (ConditionalPixelCNN, PixelCNN, draw_uniforms, nll_nats_per_image,  # noqa: E402
                        resolve_gate_impl, sample_fast, set_conv_impl, set_gate_impl)
 
+use_huge_pages()  # at import, before any tensor: fewer page faults, -5% a step here (common.training)
 HERE = Path(__file__).resolve().parent
 PIXELS = 28 * 28
 

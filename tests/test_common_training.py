@@ -340,9 +340,10 @@ _ALLOC_CHECK = ("import sys, torch; sys.path.insert(0, 'ee8520_hw2'); import hw2
 
 @pytest.mark.skipif(sys.platform != "linux", reason="PyTorch advises huge pages on Linux only")
 @pytest.mark.parametrize("env, huge", [(None, True), ("0", False)])
-def test_importing_common_puts_large_tensors_on_huge_pages(env, huge):
-    """A course script imports torch, then common, then allocates: its 4 MB buffers come page
-    aligned, as PyTorch allocates them under THP_MEM_ALLOC_ENABLE; =0 in the environment wins."""
+def test_step2_script_puts_large_tensors_on_huge_pages(env, huge):
+    """The Step 2 script opts in (``use_huge_pages`` at import, before any tensor): after importing
+    it, 4 MB buffers come page aligned, as PyTorch allocates them under THP_MEM_ALLOC_ENABLE;
+    =0 in the environment wins."""
     environ = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
     if env is not None:
         environ["THP_MEM_ALLOC_ENABLE"] = env
