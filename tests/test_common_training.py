@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +10,6 @@ import torch
 import torch.nn as nn
 
 from common import training as T
-from common.paths import ROOT
 
 
 class LinearCritic(nn.Module):
@@ -333,20 +329,3 @@ def test_a_quick_run_under_outputs_gets_its_own_folder(tmp_path, monkeypatch):
     assert paths.quick_folder(tmp_path / "outputs" / "c" / "p_quick" / "x", True).name == "x"
     assert T.Run(full, {"quick": True}).dir == full.with_name("default_quick")
 
-
-_ALLOC_CHECK = ("import sys, torch; sys.path.insert(0, 'ee8520_hw2'); import hw2_step2_main; "
-                "print(all(torch.empty(1 << 20).data_ptr() % 4096 == 0 for _ in range(4)))")
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="PyTorch advises huge pages on Linux only")
-@pytest.mark.parametrize("env, huge", [(None, True), ("0", False)])
-def test_step2_script_puts_large_tensors_on_huge_pages(env, huge):
-    """The Step 2 script opts in (``use_huge_pages`` at import, before any tensor): after importing
-    it, 4 MB buffers come page aligned, as PyTorch allocates them under THP_MEM_ALLOC_ENABLE;
-    =0 in the environment wins."""
-    environ = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    if env is not None:
-        environ["THP_MEM_ALLOC_ENABLE"] = env
-    out = subprocess.run([sys.executable, "-c", _ALLOC_CHECK], cwd=ROOT, env=environ,
-                         capture_output=True, text=True, check=True).stdout.split()[-1]
-    assert out == str(huge)

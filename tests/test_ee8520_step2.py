@@ -373,3 +373,21 @@ def test_quick_run_writes_every_figure_and_metric(tmp_path):
     ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert {"unconditional", "conditional", "opt_unconditional", "opt_conditional"} <= set(ckpt["state"])
     assert ckpt["epoch"] == 1
+
+
+_ALLOC_CHECK = ("import sys, torch; sys.path.insert(0, 'ee8520_hw2'); import hw2_step2_main; "
+                "print(all(torch.empty(1 << 20).data_ptr() % 4096 == 0 for _ in range(4)))")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PyTorch advises huge pages on Linux only")
+@pytest.mark.parametrize("env, huge", [(None, True), ("0", False)])
+def test_step2_script_puts_large_tensors_on_huge_pages(env, huge):
+    """The Step 2 script opts in (``use_huge_pages`` at import, before any tensor): after importing
+    it, 4 MB buffers come page aligned, as PyTorch allocates them under THP_MEM_ALLOC_ENABLE;
+    =0 in the environment wins."""
+    environ = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if env is not None:
+        environ["THP_MEM_ALLOC_ENABLE"] = env
+    out = subprocess.run([sys.executable, "-c", _ALLOC_CHECK], cwd=Path(__file__).resolve().parents[1], env=environ,
+                         capture_output=True, text=True, check=True).stdout.split()[-1]
+    assert out == str(huge)
