@@ -328,4 +328,3 @@ def test_a_quick_run_under_outputs_gets_its_own_folder(tmp_path, monkeypatch):
     assert paths.quick_folder(full, True, out_dir=str(full)) == full  # --out-dir is taken as given
     assert paths.quick_folder(tmp_path / "outputs" / "c" / "p_quick" / "x", True).name == "x"
     assert T.Run(full, {"quick": True}).dir == full.with_name("default_quick")
-
