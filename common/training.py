@@ -228,6 +228,24 @@ def step_decay(optimizer, step_size: int, gamma: float = 0.1):
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
 
 
+def epoch_decay(optimizer, decay_epochs, gamma: float = 0.1):
+    """lr x ``gamma`` from each of the 1-based ``decay_epochs`` on (``[11, 16]``: epochs 1-10 at lr,
+    11-15 at lr / 10, 16 on at lr / 100), for a scheduler stepped once at the end of every epoch
+    (:func:`step_schedulers`). Epoch 1 or less is ignored: the run starts at lr."""
+    milestones = sorted(e - 1 for e in decay_epochs if e >= 2)
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=gamma)
+
+
+def step_schedulers(optimizer, scheds):
+    """An end-of-epoch callback of ``common.loop.train_epochs``: log the epoch's learning rate (of
+    ``optimizer``'s first group) as ``lr``, then step each scheduler."""
+    def on_epoch(ep):
+        ep.row["lr"] = optimizer.param_groups[0]["lr"]
+        for sched in scheds:
+            sched.step()
+    return on_epoch
+
+
 def warmup_cosine(optimizer, warmup_steps: int, total_steps: int, start_factor: float = 0.01, eta_min: float = 0.0):
     """Linear warmup from ``start_factor * lr`` to ``lr`` over ``warmup_steps``, then cosine to ``eta_min``."""
     warmup_steps = max(1, min(warmup_steps, total_steps - 1))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +36,8 @@ from common.paths import run_dir, shown, skeleton_imgs_dir  # noqa: E402
 from common.plotting import grid_image, plot_bars, plot_panels, save_grid  # noqa: E402
 from common.tables import write_table  # noqa: E402
 from common.loop import train_epochs  # noqa: E402
-from common.training import (Run, adam, autocast, get_device, resolve_precision, resolved,  # noqa: E402
-                             seed_everything, use_huge_pages)
+from common.training import (Run, adam, autocast, epoch_decay, get_device, resolve_precision, resolved,  # noqa: E402
+                             seed_everything, step_schedulers, use_huge_pages)
 from models.AR import (ConditionalPixelCNN, PixelCNN, draw_uniforms, nll_nats_per_image,  # noqa: E402
                        resolve_gate_impl, sample_fast, set_conv_impl, set_gate_impl)
 
@@ -50,6 +51,11 @@ class Step2Config(BaseConfig):
     epochs: int = dataclasses.field(default=20, metadata={"help": "epochs (each trains both models once)"})
     batch_size: int = 128
     lr: float = dataclasses.field(default=1e-3, metadata={"help": "Adam learning rate"})
+    lr_decay_epochs: typing.List[int] = dataclasses.field(default_factory=list, metadata={
+        "help": "1-based epochs from which the lr is divided by 10 (default: none, a constant lr)"})
+    models: str = dataclasses.field(default="both", metadata={
+        "choices": ["both", "unconditional", "conditional"],
+        "help": "which models to train (both: the handout's comparison; one: half the time, for a study)"})
     binarize: str = dataclasses.field(default="threshold", metadata={
         "choices": ["threshold", "bernoulli"],
         "help": "threshold: x > 0.5 (the skeleton); bernoulli: seeded dynamic binarization"})
@@ -197,14 +203,17 @@ def main(argv=None):
 
     models = {"unconditional": PixelCNN(cfg.channels, cfg.n_layers, cfg.kernel),
               "conditional": ConditionalPixelCNN(10, cfg.channels, cfg.n_layers, cfg.kernel)}
-    opts = {}
+    if cfg.models != "both":
+        models = {cfg.models: models[cfg.models]}
+    opts, scheds = {}, {}
     for name, model in models.items():
         set_gate_impl(set_conv_impl(model.to(device), cfg.conv_impl), gate_impl)
         if channels_last:
             model.to(memory_format=torch.channels_last)
         opts[name] = adam(model.parameters(), lr=cfg.lr)
-    objects = {**models, **{f"opt_{k}": v for k, v in opts.items()}, "loader": loader,
-               **({"binarizer": transform} if transform is not None else {})}
+        scheds[name] = epoch_decay(opts[name], cfg.lr_decay_epochs)
+    objects = {**models, **{f"opt_{k}": v for k, v in opts.items()}, **{f"sched_{k}": v for k, v in scheds.items()},
+               "loader": loader, **({"binarizer": transform} if transform is not None else {})}
     start = run.resume(objects) if cfg.resume else 0
     loss_fn = nn.BCEWithLogitsLoss()  # mean over pixels = NLL / 784 (handout Step 2 (a))
 
@@ -222,13 +231,12 @@ def main(argv=None):
 
     def line(ep):
         r = ep.row
-        return (f"[step2] epoch {ep.number}/{ep.epochs}: NLL nats/image train/test "
-                f"unconditional {r['unconditional_train_nll']:.2f}/{r['unconditional_test_nll']:.2f}, "
-                f"conditional {r['conditional_train_nll']:.2f}/{r['conditional_test_nll']:.2f}")
+        return (f"[step2] epoch {ep.number}/{ep.epochs}: NLL nats/image train/test " + ", ".join(
+            f"{name} {r[f'{name}_train_nll']:.2f}/{r[f'{name}_test_nll']:.2f}" for name in models))
 
     t0 = time.perf_counter()
     train_epochs(step, loader, cfg.epochs, run=run, objects=objects, start=start, models=list(models.values()),
-                 on_epoch=[test_set], guard=[f"{name}_nll" for name in models], line=line, desc="epoch")
+                 on_epoch=[test_set, step_schedulers(next(iter(opts.values())), scheds.values())], guard=[f"{name}_nll" for name in models], line=line, desc="epoch")
     train_seconds = time.perf_counter() - t0
 
     # Test NLL of the final models in fp32 under both protocols: the skeleton's threshold and one
@@ -250,35 +258,36 @@ def main(argv=None):
         print(f"[step2] {name}: test NLL {m['test_nll_nats_threshold']:.2f} nats/image threshold-binarized, "
               f"{m['test_nll_nats_bernoulli']:.2f} Bernoulli-binarized (PixelCNN paper: 81.30)")
 
-    uncond, cond = models["unconditional"], models["conditional"]
     # Samples from fixed pre-drawn uniforms, with the cached sampler; all samples of each model in
     # one batch: the 8x8 grids, the per-digit rows, the judge's set
     k = cfg.eval_per_digit
     u64 = draw_uniforms(64, cfg.seed + 1, device=device)
-    u_cols = draw_uniforms(10, cfg.seed + 2, device=device).repeat(10, 1, 1, 1)  # column c shares its noise
     eval_labels = torch.arange(10).repeat_interleave(k)
-    y_all = torch.cat([torch.full((64,), cfg.digit), torch.arange(10).repeat_interleave(10), eval_labels])
-    t1 = time.perf_counter()
-    s_all_uncond = sample_fast(uncond, torch.cat([u64, draw_uniforms(10 * k, cfg.seed + 4, device=device)]))
-    s_all_cond = sample_fast(cond, torch.cat([u64, u_cols, draw_uniforms(10 * k, cfg.seed + 3, device=device)]),
-                             D.one_hot(y_all).to(device))
+    samples, t1 = {}, time.perf_counter()
+    if "unconditional" in models:
+        s_all = sample_fast(models["unconditional"], torch.cat([u64, draw_uniforms(10 * k, cfg.seed + 4, device=device)]))
+        samples["unconditional"] = {"grid": s_all[:64], "eval": s_all[64:], "count": len(s_all)}
+        for folder in (imgs, out):
+            save_grid(s_all[:64], folder / "pixelcnn_generated.png", nrow=8, value_range=(0, 1),
+                      title="PixelCNN: 64 unconditional samples")
+    if "conditional" in models:
+        u_cols = draw_uniforms(10, cfg.seed + 2, device=device).repeat(10, 1, 1, 1)  # column c shares its noise
+        y_all = torch.cat([torch.full((64,), cfg.digit), torch.arange(10).repeat_interleave(10), eval_labels])
+        s_all = sample_fast(models["conditional"], torch.cat([u64, u_cols, draw_uniforms(10 * k, cfg.seed + 3,
+                                                                                         device=device)]),
+                            D.one_hot(y_all).to(device))
+        samples["conditional"] = {"grid": s_all[:64], "eval": s_all[164:], "count": len(s_all)}
+        save_grid(s_all[:64], out / f"pixelcnn_conditional_digit{cfg.digit}.png", nrow=8, value_range=(0, 1),
+                  title=f"Conditional PixelCNN: 64 samples of digit {cfg.digit}")
+        save_grid(s_all[64:164], out / "pixelcnn_conditional_all_digits.png", nrow=10, value_range=(0, 1),
+                  row_labels=[str(d) for d in range(10)], ylabel="class label y",
+                  xlabel="sample (each column shares its noise)",
+                  title="Conditional PixelCNN: one row per digit")
     sample_seconds = time.perf_counter() - t1
-    s_uncond, s_eval_uncond = s_all_uncond[:64], s_all_uncond[64:]
-    s_digit, s_rows, s_eval_cond = s_all_cond[:64], s_all_cond[64:164], s_all_cond[164:]
-
-    save_grid(s_uncond, imgs / "pixelcnn_generated.png", nrow=8, value_range=(0, 1),
-              title="PixelCNN: 64 unconditional samples")
-    save_grid(s_uncond, out / "pixelcnn_generated.png", nrow=8, value_range=(0, 1),
-              title="PixelCNN: 64 unconditional samples")
-    save_grid(s_digit, out / f"pixelcnn_conditional_digit{cfg.digit}.png", nrow=8, value_range=(0, 1),
-              title=f"Conditional PixelCNN: 64 samples of digit {cfg.digit}")
-    save_grid(s_rows, out / "pixelcnn_conditional_all_digits.png", nrow=10, value_range=(0, 1),
-              row_labels=[str(d) for d in range(10)], ylabel="class label y",
-              xlabel="sample (each column shares its noise)",
-              title="Conditional PixelCNN: one row per digit")
-    plot_side_by_side(s_uncond, s_digit, out / "pixelcnn_uncond_vs_cond.png",
-                      ("unconditional", f"conditional, y = {cfg.digit}"),
-                      "PixelCNN samples from the same noise: unconditional vs class-conditional")
+    if len(samples) == 2:
+        plot_side_by_side(samples["unconditional"]["grid"], samples["conditional"]["grid"],
+                          out / "pixelcnn_uncond_vs_cond.png", ("unconditional", f"conditional, y = {cfg.digit}"),
+                          "PixelCNN samples from the same noise: unconditional vs class-conditional")
     epochs_run = run.history.series("epoch", per="epoch")
     plot_panels({f"{name} PixelCNN": {
         "train": (epochs_run, run.history.series(f"{name}_train_nll", per="epoch")),
@@ -288,14 +297,16 @@ def main(argv=None):
 
     # Judge: class accuracy of conditional samples per digit; quality of unconditional samples
     ev = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root)
-    metrics["conditional"].update(ev.report(s_eval_cond, eval_labels, value_range=(0.0, 1.0)))
-    metrics["unconditional"].update(ev.report(s_eval_uncond, value_range=(0.0, 1.0)))
-    per_digit = metrics["conditional"]["class_accuracy_per_class"]
-    plot_bars({str(d): per_digit[d] for d in sorted(per_digit)}, out / "pixelcnn_class_accuracy.png",
-              title=f"Judge accuracy of conditional PixelCNN samples ({k} per digit)",
-              ylabel="share classified as the requested digit", xlabel="requested digit")
+    for name, s in samples.items():
+        metrics[name].update(ev.report(s["eval"], eval_labels if name == "conditional" else None,
+                                       value_range=(0.0, 1.0)))
+    if "conditional" in models:
+        per_digit = metrics["conditional"]["class_accuracy_per_class"]
+        plot_bars({str(d): per_digit[d] for d in sorted(per_digit)}, out / "pixelcnn_class_accuracy.png",
+                  title=f"Judge accuracy of conditional PixelCNN samples ({k} per digit)",
+                  ylabel="share classified as the requested digit", xlabel="requested digit")
     metrics["sampling_seconds"] = round(sample_seconds, 2)
-    metrics["sampled_images"] = len(s_all_uncond) + len(s_all_cond)
+    metrics["sampled_images"] = sum(s["count"] for s in samples.values())
     rows = [{"model": name,
              "NLL threshold (nats)": metrics[name]["test_nll_nats_threshold"],
              "bits/dim threshold": metrics[name]["test_bits_per_dim_threshold"],
@@ -309,8 +320,10 @@ def main(argv=None):
                 title=f"PixelCNN trained on {cfg.binarize}-binarized MNIST: test NLL under both protocols "
                       f"(PixelCNN paper, dynamically binarized: 81.30 nats)")
     run.write_metrics(metrics)
-    print(f"[step2] conditional samples: judge class accuracy {metrics['conditional']['class_accuracy']:.3f}")
-    print(f"[step2] figures and metrics in {shown(out)}; skeleton grid {shown(imgs / 'pixelcnn_generated.png')}")
+    if "conditional" in models:
+        print(f"[step2] conditional samples: judge class accuracy {metrics['conditional']['class_accuracy']:.3f}")
+    grid = f"; skeleton grid {shown(imgs / 'pixelcnn_generated.png')}" if "unconditional" in models else ""
+    print(f"[step2] figures and metrics in {shown(out)}{grid}")
 
 
 if __name__ == "__main__":

@@ -29,12 +29,12 @@ from common.metrics import Evaluator
 from common.paths import run_dir, run_path, shown
 from common.plotting import plot_bars, save_grid
 from common.tables import write_table
-from common.training import EpochSamples, Run, fixed_noise, get_device, resolve_precision, resolved, seed_everything
+from common.training import (EpochSamples, Run, fixed_noise, get_device, resolve_precision, resolved, seed_everything,
+                             step_schedulers)
 from tp2_dcgan import PART as DCGAN_PART
 from tp2_models import (GENERATOR_LOSSES, ConditionalDiscriminator, ConditionalGenerator, conditional_grid_inputs,
                         weights_init)
-from tp2_training import (COURSE, channels_last, generate, load_data, make_optimizers, make_step, plot_training,
-                          step_schedulers)
+from tp2_training import COURSE, channels_last, generate, load_data, make_optimizers, make_step, plot_training
 
 PART = "cgan"
 

@@ -29,10 +29,9 @@ from common.paths import run_dir, shown
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
 from common.training import (EpochSamples, Run, fixed_noise, get_device, lerp, resolve_precision, resolved,
-                             seed_everything, slerp)
+                             seed_everything, slerp, step_schedulers)
 from tp2_models import GENERATOR_LOSSES, Discriminator, Generator, sample_z, weights_init
-from tp2_training import (COURSE, channels_last, generate, load_data, make_optimizers, make_step, plot_training,
-                          step_schedulers)
+from tp2_training import COURSE, channels_last, generate, load_data, make_optimizers, make_step, plot_training
 
 PART = "dcgan"
 

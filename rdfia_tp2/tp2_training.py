@@ -11,7 +11,7 @@ import torch
 
 from common import data as D
 from common.plotting import plot_curves, plot_panels, save_grid
-from common.training import EpochSamples, Run, adam, autocast
+from common.training import EpochSamples, Run, adam, autocast, epoch_decay
 from tp2_models import discriminator_loss
 
 COURSE = "rdfia_tp2"
@@ -79,20 +79,10 @@ def make_step(G, Dn, opt_G, opt_D, batch_inputs, g_loss_fn, device, precision: s
     return step
 
 
-def step_schedulers(opt_G, scheds):
-    """An end-of-epoch callback: log the epoch's learning rate, then step each LR scheduler."""
-    def on_epoch(ep):
-        ep.row["lr"] = opt_G.param_groups[0]["lr"]
-        for sched in scheds:
-            sched.step()
-    return on_epoch
-
-
 def make_optimizers(cfg, G, D):
     opt_G = adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     opt_D = adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    milestones = [e - 1 for e in cfg.lr_decay_epochs if e >= 2]
-    scheds = [torch.optim.lr_scheduler.MultiStepLR(o, milestones=milestones, gamma=0.1) for o in (opt_G, opt_D)]
+    scheds = [epoch_decay(o, cfg.lr_decay_epochs) for o in (opt_G, opt_D)]
     return opt_G, opt_D, scheds
 
 

@@ -124,6 +124,21 @@ def test_step_decay_and_warmup_cosine_curves():
     assert lrs[-1] < 0.01
 
 
+def test_epoch_decay_divides_from_the_named_1_based_epochs():
+    """``[3, 5]`` over 6 epochs, the scheduler stepped after each: epochs 1-2 at lr, 3-4 at lr / 10,
+    5-6 at lr / 100; epoch 1 or less names no decay (the run starts at lr)."""
+    for decay, want in (([3, 5], [1, 1, 0.1, 0.1, 0.01, 0.01]), ([5, 3, 1], [1, 1, 0.1, 0.1, 0.01, 0.01]),
+                        ([], [1] * 6)):
+        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = T.epoch_decay(opt, decay)
+        lrs = []
+        for _ in range(6):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert lrs == pytest.approx(want), decay
+
+
 def _make():
     model = nn.Linear(3, 1)
     opt = torch.optim.Adam(model.parameters(), lr=0.1)

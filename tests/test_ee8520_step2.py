@@ -375,6 +375,29 @@ def test_quick_run_writes_every_figure_and_metric(tmp_path):
     assert ckpt["epoch"] == 1
 
 
+def test_one_model_with_an_lr_decay_trains_and_reports_only_that_model(tmp_path):
+    """``--models conditional --lr-decay-epochs 2``: the conditional model alone (its figures, its
+    metrics, its checkpoint with the scheduler) and the learning rate divided by 10 from epoch 2."""
+    out = tmp_path / "cond"
+    proc = subprocess.run([sys.executable, "hw2_step2_main.py", "--quick", "--epochs", "2", "--models", "conditional",
+                           "--lr-decay-epochs", "2", "--eval-per-digit", "2", "--out-dir", str(out), "--threads", "1"],
+                          cwd=COURSE, env={**os.environ, "HW_QUICK": "1"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("pixelcnn_conditional_digit7.png", "pixelcnn_conditional_all_digits.png", "pixelcnn_class_accuracy.png",
+                 "pixelcnn_loss_curves.png", "pixelcnn_results.md"):
+        assert (out / name).is_file(), name
+    for name in ("pixelcnn_generated.png", "pixelcnn_uncond_vs_cond.png", "imgs/pixelcnn_generated.png"):
+        assert not (out / name).exists(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "conditional" in metrics and "unconditional" not in metrics
+    assert metrics["sampled_images"] == 64 + 100 + 20
+    epochs = (out / "epochs.csv").read_text().splitlines()
+    lr = [float(row.split(",")[epochs[0].split(",").index("lr")]) for row in epochs[1:]]
+    assert lr == pytest.approx([1e-3, 1e-4])
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)["state"]
+    assert {"conditional", "opt_conditional", "sched_conditional"} <= set(state) and "unconditional" not in state
+
+
 _ALLOC_CHECK = ("import sys, torch; sys.path.insert(0, 'ee8520_hw2'); import hw2_step2_main; "
                 "print(all(torch.empty(1 << 20).data_ptr() % 4096 == 0 for _ in range(4)))")
 
