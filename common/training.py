@@ -15,6 +15,7 @@ import math
 import os
 import random
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -554,7 +555,8 @@ class Run:
 
         A checkpoint of another architecture raises :class:`ConfigError` naming the flags that
         differ. Learning-rate flags that differ from the checkpoint's take effect: the optimizers
-        (and their schedulers) continue from the checkpoint with the new rate."""
+        (and their schedulers) continue from the checkpoint with the new rate, and a step-decay
+        scheduler (:func:`epoch_decay`) with this run's decay epochs, at the rate they give now."""
         if self._pending is None and self.ckpt_path.exists():
             self._pending = read_checkpoint(self.ckpt_path)
         if self._pending is None:
@@ -564,6 +566,8 @@ class Run:
         ckpt, self._pending = self._pending, None
         before = {id(o): [dict(g) for g in o.param_groups] for o in objects.values()
                   if isinstance(o, torch.optim.Optimizer)}
+        decays = {id(o): Counter(o.milestones) for o in objects.values()
+                  if isinstance(o, torch.optim.lr_scheduler.MultiStepLR)}
         try:
             for k, o in {**objects, "history": self.history}.items():
                 if o is not None and k in ckpt["state"]:
@@ -576,6 +580,9 @@ class Run:
                    if (k == "lr" or k.startswith("lr_")) and k in old and old[k] != v}
         if changed:
             _rescale_lrs(objects, before)
+            for o in objects.values():
+                if id(o) in decays and o.milestones != decays[id(o)]:
+                    _redecay(o, decays[id(o)])
             print("[resume] learning rate from the command line: "
                   + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
         self.step = ckpt["step"]
@@ -608,6 +615,19 @@ class Run:
         old = json.loads(path.read_text()) if path.exists() else {}
         write_json(path, {**old, **metrics})
         return path
+
+
+def _redecay(sched, milestones: Counter) -> None:
+    """After loading a step-decay scheduler whose config named other decay epochs: keep this
+    run's ``milestones`` and set the rate to what they give at the checkpoint's epoch (one factor
+    of gamma for each milestone passed that the checkpoint's schedule had not, or back)."""
+    def passed(ms):
+        return sum(n for m, n in ms.items() if m <= sched.last_epoch)
+
+    factor = sched.gamma ** (passed(milestones) - passed(sched.milestones))
+    sched.milestones = milestones
+    for g in sched.optimizer.param_groups:
+        g["lr"] *= factor
 
 
 def _rescale_lrs(objects: dict, before: dict) -> None:

@@ -319,6 +319,33 @@ def test_a_learning_rate_given_with_resume_takes_effect(tmp_path):
     assert opt3.param_groups[0]["lr"] == 0.05
 
 
+def test_decay_epochs_given_with_resume_take_effect_from_the_checkpoint(tmp_path):
+    """A run saved after 3 epochs at a constant lr, resumed with ``lr_decay_epochs [3]``: the rate is
+    lr / 10 from epoch 4 on, as the new schedule gives it there (the fork of a study); resumed with
+    the schedule it was saved with, the rate is the saved one, bit for bit."""
+    model, opt = _make()
+    sched = T.epoch_decay(opt, [])
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    T.Run(tmp_path / "d", {"lr": 0.1, "lr_decay_epochs": []}).checkpoint(3, {"model": model, "opt": opt, "sched": sched})
+
+    model2, opt2 = _make()
+    sched2 = T.epoch_decay(opt2, [3])
+    T.Run(tmp_path / "d", {"lr": 0.1, "lr_decay_epochs": [3], "resume": True}).resume(
+        {"model": model2, "opt": opt2, "sched": sched2})
+    assert opt2.param_groups[0]["lr"] == 0.1 * 0.1 and sched2.milestones == {2: 1}
+    for _ in range(3):
+        sched2.step()
+    assert opt2.param_groups[0]["lr"] == 0.1 * 0.1  # no second decay
+
+    model3, opt3 = _make()
+    sched3 = T.epoch_decay(opt3, [])
+    T.Run(tmp_path / "d", {"lr": 0.1, "lr_decay_epochs": [], "resume": True}).resume(
+        {"model": model3, "opt": opt3, "sched": sched3})
+    assert opt3.param_groups[0]["lr"] == 0.1 and not sched3.milestones
+
+
 def test_diverged_weights_stop_the_run_before_the_checkpoint(tmp_path):
     model, opt = _make()
     run = T.Run(tmp_path / "w", {"lr": 0.1, "precision": "fp32"})
