@@ -203,7 +203,7 @@ def main(argv=None):
 
     models = {"unconditional": PixelCNN(cfg.channels, cfg.n_layers, cfg.kernel),
               "conditional": ConditionalPixelCNN(10, cfg.channels, cfg.n_layers, cfg.kernel)}
-    if cfg.models != "both":
+    if cfg.models != "both":  # both are built either way: one model alone gets the same initial weights
         models = {cfg.models: models[cfg.models]}
     opts, scheds = {}, {}
     for name, model in models.items():
@@ -236,7 +236,8 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     train_epochs(step, loader, cfg.epochs, run=run, objects=objects, start=start, models=list(models.values()),
-                 on_epoch=[test_set, step_schedulers(next(iter(opts.values())), scheds.values())], guard=[f"{name}_nll" for name in models], line=line, desc="epoch")
+                 on_epoch=[test_set, step_schedulers(next(iter(opts.values())), scheds.values())],
+                 guard=[f"{name}_nll" for name in models], line=line, desc="epoch")
     train_seconds = time.perf_counter() - t0
 
     # Test NLL of the final models in fp32 under both protocols: the skeleton's threshold and one
