@@ -193,7 +193,8 @@ class _CompiledGate:
     before), with the batch dimension dynamic from the start: one kernel per call pattern (first
     layer or not, conditional or not) serves every batch size, so a run's last, smaller batch
     compiles nothing new, every process (a resumed run's too) runs the same kernels, and the
-    patterns stay under dynamo's recompile limit (8 per function). Where compiling fails (no C++
+    patterns stay under dynamo's recompile limit (8 per function; the other dimensions are static,
+    so each model width compiles its own). Where compiling fails (no C++
     compiler, an unsupported device) it prints one line and falls back to the eager gate, for
     good."""
 
@@ -213,8 +214,15 @@ class _CompiledGate:
                     # cached on disk, so a warm start takes about 6 s either way
                     self.fn = torch.compile(_fused_gate, options={"fx_graph_cache": False})
                 for a in args:
-                    if a is not None and a.shape[0] > 1:
-                        torch._dynamo.mark_dynamic(a, 0)
+                    if a is not None:
+                        if a.shape[0] > 1:
+                            torch._dynamo.mark_dynamic(a, 0)
+                        # channels, height and width static: a model of another width in the same
+                        # process would otherwise recompile them dynamic, and inductor fails on the
+                        # chunk of a symbolic channel count in the backward pass, where this try
+                        # cannot catch it (test_compiled_gate_serves_two_widths)
+                        for d in range(1, a.dim()):
+                            torch._dynamo.mark_static(a, d)
                 return self.fn(*args)
             except Exception as e:  # noqa: BLE001 - any compiler failure: the eager gate is exact
                 self.failed = True
