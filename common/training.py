@@ -433,6 +433,87 @@ def load_checkpoint(path: Path, objects: dict, map_location="cpu", restore_rng: 
     return ckpt
 
 
+def join_checkpoints(paths, dest: Path, config: dict, ignore=(), require=()) -> None:
+    """Write one checkpoint at ``dest`` from the checkpoints at ``paths``: runs that trained
+    different models side by side (one process each, same data order), joined so that a
+    ``--resume`` of ``dest`` holds them all, as if one run had trained them one after the other.
+
+    The runs must be at the same epoch and step, with the same config except the keys in
+    ``ignore``; objects that several runs hold (a loader, a binarizer) and the RNG state must be
+    equal, and every key of ``require`` held by one of them. History rows are joined key by key:
+    an epoch's ``seconds`` are summed (one process training every model) and the slowest run's
+    kept as ``seconds_wall``. Anything else raises :class:`ConfigError` naming it; ``dest`` is
+    written atomically, and only when all of it fits."""
+    paths = [Path(p) for p in paths]
+    ckpts = [read_checkpoint(p) for p in paths]
+    first, where = ckpts[0], shown(paths[0])
+    for path, ckpt in zip(paths[1:], ckpts[1:]):
+        for key in ("epoch", "step"):
+            if ckpt.get(key) != first.get(key):
+                raise ConfigError(f"{shown(path)} is at {key} {ckpt.get(key)} and {where} at {first.get(key)}: "
+                                  f"join runs that stopped after the same epoch (--resume the shorter one first)")
+        a, b = first.get("config") or {}, ckpt.get("config") or {}
+        diff = sorted(k for k in a.keys() & b.keys() if k not in ignore and a[k] != b[k])
+        if diff:
+            raise ConfigError(f"{shown(path)} and {where} were trained with different settings ("
+                              + ", ".join(f"{k}: {b[k]} against {a[k]}" for k in diff[:3]) + ")")
+        if not _same(ckpt["rng"], first["rng"]):
+            raise ConfigError(f"{shown(path)} and {where} end in different random states: not runs of one seed")
+    state = {}
+    for path, ckpt in zip(paths, ckpts):
+        for key, value in ckpt["state"].items():
+            if key != "history" and key in state and not _same(state[key], value):
+                raise ConfigError(f"{shown(path)} and {where} both hold {key!r}, and it differs: "
+                                  f"join runs of different models on the same data")
+            state.setdefault(key, value)
+    missing = [k for k in require if k not in state]
+    if missing:
+        raise ConfigError(f"none of the joined runs holds {', '.join(map(repr, missing))}")
+    histories = [c["state"].get("history", {"steps": [], "epochs": []}) for c in ckpts]
+    state["history"] = {part: _join_rows([h[part] for h in histories], paths) for part in ("steps", "epochs")}
+    save_path = Path(dest)
+    tmp = save_path.with_suffix(save_path.suffix + ".tmp")
+    torch.save({"state": state, "rng": first["rng"], "epoch": first["epoch"], "step": first["step"],
+                "config": dict(config)}, tmp)
+    os.replace(tmp, save_path)
+
+
+def _join_rows(runs: list, paths: list) -> list:
+    """Rows of several runs' histories joined index by index (see :func:`join_checkpoints`)."""
+    if len({len(rows) for rows in runs}) > 1:
+        raise ConfigError(f"the histories of {', '.join(str(shown(p)) for p in paths)} differ in length")
+    joined = []
+    for rows in zip(*runs):
+        row = {}
+        for r in rows:
+            for key, value in r.items():
+                if key == "seconds" and key in row:
+                    row["seconds"] += value
+                    row["seconds_wall"] = max(row["seconds_wall"], value)
+                elif key == "seconds":
+                    row["seconds"] = row["seconds_wall"] = value
+                elif key in row and row[key] != value:
+                    raise ConfigError(f"the runs disagree on {key} ({row[key]} against {value}) at the same row")
+                else:
+                    row[key] = value
+        joined.append(row)
+    return joined
+
+
+def _same(a, b) -> bool:
+    """Deep equality of checkpoint contents (tensors element by element, with their dtype and shape)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
+                and a.shape == b.shape and torch.equal(a, b))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.array_equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
 def check_finite(where: str, checkpoint: Path | None = None, advice: str | None = None, **losses) -> None:
     """Raise :class:`NonFiniteLoss` if any loss is NaN, infinite or beyond :data:`DIVERGED`."""
     for name, v in losses.items():

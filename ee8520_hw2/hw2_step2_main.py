@@ -36,14 +36,17 @@ from common.paths import run_dir, shown, skeleton_imgs_dir  # noqa: E402
 from common.plotting import grid_image, plot_bars, plot_panels, save_grid  # noqa: E402
 from common.tables import write_table  # noqa: E402
 from common.loop import train_epochs  # noqa: E402
-from common.training import (Run, adam, autocast, epoch_decay, get_device, resolve_precision, resolved,  # noqa: E402
-                             seed_everything, step_schedulers, use_huge_pages)
+from common.training import (ConfigError, Run, adam, autocast, epoch_decay, get_device, join_checkpoints,  # noqa: E402
+                             resolve_precision, resolved, seed_everything, step_schedulers, use_huge_pages)
 from models.AR import (ConditionalPixelCNN, PixelCNN, draw_uniforms, nll_nats_per_image,  # noqa: E402
                        resolve_gate_impl, sample_fast, set_conv_impl, set_gate_impl)
 
 use_huge_pages()  # at import, before any tensor: fewer page faults, -5% a step here (common.training)
 HERE = Path(__file__).resolve().parent
 PIXELS = 28 * 28
+# settings that may differ between the one-model runs that --join puts together
+JOIN_IGNORE = {"models", "name", "join", "resume", "epochs", "threads", "device", "out_dir", "data_root",
+               "digit", "eval_per_digit"}
 
 
 @dataclass
@@ -73,6 +76,9 @@ class Step2Config(BaseConfig):
     eval_per_digit: int = dataclasses.field(default=100, metadata={
         "help": "conditional samples per digit for the judge (and 10x that unconditional)"})
     name: str = dataclasses.field(default="pixelcnn", metadata={"help": "run folder name"})
+    join: typing.List[str] = dataclasses.field(default_factory=list, metadata={
+        "help": "two run folders, of --models unconditional and --models conditional runs trained side by side "
+                "with the same flags: joined into this run (--name), which then goes on as --resume would"})
 
     QUICK = {"epochs": 1, "eval_per_digit": 10}
 
@@ -154,6 +160,20 @@ def test_nll(model, x_bin, y_onehot, conditioning_flag, device, precision="fp32"
     return total / len(x_bin)
 
 
+def _check_join(cfg, out):
+    """``--join A B``: two folders holding a one-model run's checkpoint each, and a run folder
+    (``--name``) without one of its own, so that the join overwrites nothing."""
+    if len(cfg.join) != 2 or cfg.models != "both":
+        raise ConfigError("--join takes two run folders (one --models unconditional run, one --models conditional) "
+                          "and makes a run of both models")
+    for folder in cfg.join:
+        if not (Path(folder) / "checkpoint.pt").is_file():
+            raise ConfigError(f"--join {folder}: no checkpoint.pt there")
+    if (out / "checkpoint.pt").exists():
+        raise ConfigError(f"{shown(out)} already holds a checkpoint: give the joined run another --name, "
+                          f"or --resume this one")
+
+
 def plot_side_by_side(left, right, path, titles, suptitle):
     """Two 8x8 sample grids next to each other (unconditional vs conditional)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
@@ -180,6 +200,8 @@ def main(argv=None):
     channels_last = device.type == "cpu"
     gate_impl = resolve_gate_impl(cfg.gate_impl, device)
     out = run_dir("ee8520", "step2", cfg.name, cfg.out_dir, quick=cfg.quick)
+    if cfg.join:
+        _check_join(cfg, out)
     imgs = skeleton_imgs_dir(HERE, out, cfg)
 
     # Data: [0, 1] floats; binarized once (threshold) or per batch (bernoulli); test set fixed
@@ -214,7 +236,13 @@ def main(argv=None):
         scheds[name] = epoch_decay(opts[name], cfg.lr_decay_epochs)
     objects = {**models, **{f"opt_{k}": v for k, v in opts.items()}, **{f"sched_{k}": v for k, v in scheds.items()},
                "loader": loader, **({"binarizer": transform} if transform is not None else {})}
-    start = run.resume(objects) if cfg.resume else 0
+    if cfg.join:  # two one-model runs, trained side by side on two cores, become this run's checkpoint
+        join_checkpoints([Path(p) / "checkpoint.pt" for p in cfg.join], run.ckpt_path, run.config,
+                         ignore=JOIN_IGNORE, require=objects)
+    start = run.resume(objects) if cfg.resume or cfg.join else 0
+    if cfg.join:
+        run.history.save(run.dir)
+        print(f"[step2] joined {' and '.join(str(shown(p)) for p in cfg.join)} into {shown(out)} after epoch {start}")
     loss_fn = nn.BCEWithLogitsLoss()  # mean over pixels = NLL / 784 (handout Step 2 (a))
 
     def step(batch, i):
@@ -246,6 +274,8 @@ def main(argv=None):
     metrics = {"binarize": cfg.binarize, "precision": precision, "epochs": cfg.epochs,
                "train_seconds": round(run.history.training_seconds(), 1),
                "train_seconds_this_session": round(train_seconds, 1), "quick": cfg.quick,
+               **({"train_seconds_wall": round(sum(run.history.series("seconds_wall", per="epoch")), 1)}
+                  if run.history.series("seconds_wall", per="epoch") else {}),
                "data_source": train_split.source}
     for name, model in models.items():
         m = metrics[name] = {"n_params": sum(p.numel() for p in model.parameters())}

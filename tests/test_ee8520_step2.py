@@ -256,6 +256,20 @@ def test_compiled_gate_matches_eager(fresh_dynamo):
     assert fresh_dynamo["stats"]["unique_graphs"] == 6
 
 
+def test_compiled_gate_serves_two_widths(fresh_dynamo):
+    """Two model widths trained in one process (a benchmark, a study): the second width compiles
+    kernels of its own instead of recompiling the channels as a symbolic size, on which inductor
+    failed in the backward pass, out of reach of the eager fallback."""
+    torch.manual_seed(0)
+    x = (torch.rand(4, 1, 28, 28) > 0.5).float().contiguous(memory_format=torch.channels_last)
+    y = _one_hot([0, 1, 2, 3])
+    for channels in (8, 16):
+        model = set_gate_impl(set_conv_impl(ConditionalPixelCNN(10, channels, 3), "taps"), "compiled")
+        _step_outputs(model.to(memory_format=torch.channels_last).train(), x, y)
+    assert not AR.compiled_gate.failed and fresh_dynamo["stats"]["unique_graphs"] == 6
+    assert not fresh_dynamo["frames"].get("recompile_limit_hit")
+
+
 def test_compiled_gate_falls_back_to_eager_where_compiling_fails(monkeypatch, capfd):
     def no_compiler(*args, **kwargs):
         raise RuntimeError("no C++ compiler found\nsecond line")
@@ -396,6 +410,64 @@ def test_one_model_with_an_lr_decay_trains_and_reports_only_that_model(tmp_path)
     assert lr == pytest.approx([1e-3, 1e-4])
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)["state"]
     assert {"conditional", "opt_conditional", "sched_conditional"} <= set(state) and "unconditional" not in state
+
+
+def _step2(out, *flags):
+    """A small quick Step 2 run (8 channels, 3 layers) into ``out``, as a started process."""
+    return subprocess.Popen([sys.executable, "hw2_step2_main.py", "--quick", "--channels", "8", "--n-layers", "3",
+                             "--eval-per-digit", "2", "--threads", "1", "--out-dir", str(out), *flags],
+                            cwd=COURSE, env={**os.environ, "HW_QUICK": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc):
+    stdout, stderr = proc.communicate(timeout=600)
+    return proc.returncode, stdout, stderr
+
+
+def test_join_makes_the_two_model_run_from_two_one_model_runs(tmp_path):
+    """``--join``: a --models unconditional and a --models conditional run, trained side by side,
+    become one run of both models with the same weights, optimizer states and per-epoch history as
+    a run that trained both, its epoch seconds summed; it then writes every figure of both models.
+    Joining two runs of the same model, or into a folder that holds a checkpoint, stops with one
+    line and exit code 2, and leaves the files as they were."""
+    u, c, both, joined = (tmp_path / n for n in ("u", "c", "both", "joined"))
+    procs = [_step2(u, "--models", "unconditional"), _step2(c, "--models", "conditional"), _step2(both)]
+    for proc in procs:
+        rc, _, stderr = _finish(proc)
+        assert rc == 0, stderr[-3000:]
+    rc, stdout, stderr = _finish(_step2(joined, "--join", str(u), str(c)))
+    assert rc == 0, stderr[-3000:]
+    assert "joined" in stdout
+    for name in ("pixelcnn_uncond_vs_cond.png", "pixelcnn_conditional_all_digits.png", "imgs/pixelcnn_generated.png",
+                 "epochs.csv", "pixelcnn_loss_curves.png"):
+        assert (joined / name).is_file(), name
+    a = torch.load(joined / "checkpoint.pt", map_location="cpu", weights_only=False)
+    b = torch.load(both / "checkpoint.pt", map_location="cpu", weights_only=False)
+    for key in ("unconditional", "conditional", "opt_unconditional", "opt_conditional", "loader"):
+        assert key in a["state"]
+        flat_a, flat_b = (torch.utils._pytree.tree_leaves(ck["state"][key]) for ck in (a, b))
+        assert len(flat_a) == len(flat_b)
+        assert all(torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y for x, y in zip(flat_a, flat_b)), key
+    epochs_a, epochs_b = a["state"]["history"]["epochs"], b["state"]["history"]["epochs"]
+    for key in ("unconditional_test_nll", "conditional_test_nll", "conditional_train_nll"):
+        assert [r[key] for r in epochs_a] == [r[key] for r in epochs_b]
+    seconds = [torch.load(f / "checkpoint.pt", weights_only=False)["state"]["history"]["epochs"][0]["seconds"]
+               for f in (u, c)]
+    assert epochs_a[0]["seconds"] == pytest.approx(sum(seconds)) and epochs_a[0]["seconds_wall"] == max(seconds)
+    metrics = json.loads((joined / "metrics.json").read_text())
+    assert metrics["train_seconds_wall"] == pytest.approx(max(seconds), abs=0.1)
+    assert metrics["conditional"]["test_nll_nats_threshold"] == json.loads(
+        (both / "metrics.json").read_text())["conditional"]["test_nll_nats_threshold"]
+
+    before = (joined / "checkpoint.pt").read_bytes()
+    for flags in (["--join", str(u), str(c)], ["--name", "x", "--join", str(c), str(c)]):
+        target = joined if flags[0] == "--join" else tmp_path / "twice"
+        rc, stdout, stderr = _finish(_step2(target, *flags))
+        lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+        assert rc == 2 and len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert "already holds a checkpoint" in _finish(_step2(joined, "--join", str(u), str(c)))[2]
+    assert (joined / "checkpoint.pt").read_bytes() == before
 
 
 _ALLOC_CHECK = ("import sys, torch; sys.path.insert(0, 'ee8520_hw2'); import hw2_step2_main; "
