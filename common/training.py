@@ -401,10 +401,14 @@ def save_checkpoint(path: Path, objects: dict, **extra) -> None:
     """Save the state dicts of ``objects`` (models, optimizers, schedulers, loaders, history)
     plus ``extra`` (epoch, step, config) and the RNG state, atomically."""
     path = Path(path)
-    state = {"state": {k: o.state_dict() for k, o in objects.items() if o is not None},
-             "rng": rng_state(), **extra}
+    _save_atomic(path, {"state": {k: o.state_dict() for k, o in objects.items() if o is not None},
+                        "rng": rng_state(), **extra})
+
+
+def _save_atomic(path: Path, obj) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
+    torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
@@ -471,11 +475,8 @@ def join_checkpoints(paths, dest: Path, config: dict, ignore=(), require=()) -> 
         raise ConfigError(f"none of the joined runs holds {', '.join(map(repr, missing))}")
     histories = [c["state"].get("history", {"steps": [], "epochs": []}) for c in ckpts]
     state["history"] = {part: _join_rows([h[part] for h in histories], paths) for part in ("steps", "epochs")}
-    save_path = Path(dest)
-    tmp = save_path.with_suffix(save_path.suffix + ".tmp")
-    torch.save({"state": state, "rng": first["rng"], "epoch": first["epoch"], "step": first["step"],
-                "config": dict(config)}, tmp)
-    os.replace(tmp, save_path)
+    _save_atomic(Path(dest), {"state": state, "rng": first["rng"], "epoch": first["epoch"], "step": first["step"],
+                              "config": dict(config)})
 
 
 def _join_rows(runs: list, paths: list) -> list:

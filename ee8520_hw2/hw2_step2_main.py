@@ -239,10 +239,11 @@ def main(argv=None):
     if cfg.join:  # two one-model runs, trained side by side on two cores, become this run's checkpoint
         join_checkpoints([Path(p) / "checkpoint.pt" for p in cfg.join], run.ckpt_path, run.config,
                          ignore=JOIN_IGNORE, require=objects)
-    start = run.resume(objects) if cfg.resume or cfg.join else 0
-    if cfg.join:
+        start = run.resume(objects)
         run.history.save(run.dir)
         print(f"[step2] joined {' and '.join(str(shown(p)) for p in cfg.join)} into {shown(out)} after epoch {start}")
+    else:
+        start = run.resume(objects) if cfg.resume else 0
     loss_fn = nn.BCEWithLogitsLoss()  # mean over pixels = NLL / 784 (handout Step 2 (a))
 
     def step(batch, i):
@@ -274,9 +275,10 @@ def main(argv=None):
     metrics = {"binarize": cfg.binarize, "precision": precision, "epochs": cfg.epochs,
                "train_seconds": round(run.history.training_seconds(), 1),
                "train_seconds_this_session": round(train_seconds, 1), "quick": cfg.quick,
-               **({"train_seconds_wall": round(sum(run.history.series("seconds_wall", per="epoch")), 1)}
-                  if run.history.series("seconds_wall", per="epoch") else {}),
                "data_source": train_split.source}
+    wall = run.history.series("seconds_wall", per="epoch")  # a joined run's (--join): the slower process's
+    if wall:
+        metrics["train_seconds_wall"] = round(sum(wall), 1)
     for name, model in models.items():
         m = metrics[name] = {"n_params": sum(p.numel() for p in model.parameters())}
         for protocol, x_bin in protocols.items():
