@@ -34,7 +34,7 @@ from common.training import (EpochSamples, Run, fixed_noise, get_device, resolve
 from tp2_dcgan import PART as DCGAN_PART
 from tp2_models import (GENERATOR_LOSSES, ConditionalDiscriminator, ConditionalGenerator, conditional_grid_inputs,
                         weights_init)
-from tp2_training import COURSE, channels_last, generate, load_data, make_optimizers, make_step, plot_training
+from tp2_training import COURSE, generate, load_data, make_optimizers, make_step, plot_training, prepare_models
 
 PART = "cgan"
 
@@ -52,6 +52,9 @@ class CGANConfig(BaseConfig):
     n_eval: int = field(default=10000, metadata={"help": "samples (n_eval / 10 per class) for the final metrics"})
     dcgan_run: typing.Optional[str] = field(default=None, metadata={
         "help": "unconditional run folder to compare with (default: outputs/rdfia_tp2/dcgan/default)"})
+    fast_wgrad: bool = field(default=True, metadata={
+        "help": "bf16 on a CPU: the 4x4 convolutions' weight gradient as one matmul (tp2_speedups.py, "
+                "a faster step); --no-fast-wgrad trains the stock layers"})
     dataset: typing.ClassVar[str] = "mnist"
 
     QUICK: typing.ClassVar[dict] = {"epochs": 2, "batch_size": 32, "n_eval": 500}
@@ -105,7 +108,7 @@ def main(argv=None) -> dict:
     Dn = ConditionalDiscriminator(n_classes, 1).to(device)
     G.apply(weights_init)
     Dn.apply(weights_init)
-    G, Dn = channels_last(G, Dn)
+    G, Dn = prepare_models(cfg, device, precision, G, Dn)
     opt_G, opt_D, (sched_G, sched_D) = make_optimizers(cfg, G, Dn)
     loader = D.TensorLoader(x, y1h, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
     g_loss_fn = GENERATOR_LOSSES[cfg.g_loss]

@@ -31,7 +31,7 @@ from common.tables import write_table
 from common.training import (EpochSamples, Run, fixed_noise, get_device, lerp, resolve_precision, resolved,
                              seed_everything, slerp, step_schedulers)
 from tp2_models import GENERATOR_LOSSES, Discriminator, Generator, sample_z, weights_init
-from tp2_training import COURSE, channels_last, generate, load_data, make_optimizers, make_step, plot_training
+from tp2_training import COURSE, generate, load_data, make_optimizers, make_step, plot_training, prepare_models
 
 PART = "dcgan"
 
@@ -69,6 +69,9 @@ class DCGANConfig(BaseConfig):
         "help": "a name, a comma-separated list, or 'all': " + ", ".join(EXPERIMENTS)})
     n_eval: int = field(default=10000, metadata={"help": "samples for the final Frechet distance"})
     n_eval_epoch: int = field(default=2000, metadata={"help": "samples for the per-epoch Frechet distance (0: none)"})
+    fast_wgrad: bool = field(default=True, metadata={
+        "help": "bf16 on a CPU: the 4x4 convolutions' weight gradient as one matmul (tp2_speedups.py, "
+                "a faster step); --no-fast-wgrad trains the stock layers"})
 
     # Quick: the few-hundred-image sample; batch 32 so BatchNorm's running statistics (used by the
     # eval-mode sample grids) have seen enough steps to mean something.
@@ -125,7 +128,7 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
     if cfg.init == "course":
         G.apply(weights_init)
         Dn.apply(weights_init)
-    G, Dn = channels_last(G, Dn)
+    G, Dn = prepare_models(cfg, device, precision, G, Dn)
     opt_G, opt_D, (sched_G, sched_D) = make_optimizers(cfg, G, Dn)
     loader = D.TensorLoader(x, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
     g_loss_fn = GENERATOR_LOSSES[cfg.g_loss]

@@ -31,102 +31,6 @@ def weights_init(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-# ------------------------------------------------------------------------------------------
-# Convolutions whose weight gradient is one matrix product (issue 20). On a 2-core AMD EPYC
-# (AVX-512 bf16, torch 2.14, one thread) oneDNN's bf16 backward-weights kernel runs the 4x4-spatial
-# layers (D's conv to 4x4, G's transposed conv from 4x4) at ~100 GFLOP/s, half of what it does for
-# the same layers' forward and input gradient (~230) and of a bf16 matmul (~200). Computed as
-# im2col patches (N*Ho*Wo x kh*kw*C, channels innermost, so the copy moves 512-byte rows: ~3 ms)
-# times the output gradient, the same gradient takes ~47 ms instead of ~83-115 ms: the conditional
-# DCGAN's training step is ~8% faster, the DCGAN's with ndf = 256 several times faster in that layer.
-# The models run their nn.Sequential stacks through ``_run``, which sends just those layers
-# (plain nn.Conv2d / nn.ConvTranspose2d modules, the same parameters) through
-# ``_GemmWeightGradConv``. Forward and input gradient stay oneDNN's (bit-equal); the weight gradient
-# equals oneDNN's up to float rounding (the same bf16 inputs, fp32 accumulation, another summation
-# order). Only bf16 on the CPU takes this path: fp32 runs, and other devices, compute exactly what
-# the plain layers do.
-
-
-def _patches(t: torch.Tensor, k: int, s: int, p: int) -> torch.Tensor:
-    """(N*Ho*Wo, k*k*C) patches of ``t`` (N, C, H, W) for a k x k window, stride s, padding p;
-    each row ordered (kh, kw, C), the memory order of a channels-last weight."""
-    n, c = t.shape[:2]
-    win = F.pad(t, (p, p, p, p)).permute(0, 2, 3, 1).unfold(1, k, s).unfold(2, k, s)  # N Ho Wo C kh kw
-    return win.permute(0, 1, 2, 4, 5, 3).reshape(-1, k * k * c)
-
-
-class _GemmWeightGradConv(torch.autograd.Function):
-    """conv2d (or conv_transpose2d) without bias, square kernel, no dilation or groups, whose
-    backward computes the weight gradient as patches^T x grad by one matmul.
-
-    Regular conv: dW[o, i, kh, kw] = sum_{n,y,x} dY[n, o, y, x] X_pad[n, i, s*y + kh, s*x + kw].
-    Transposed conv: Y = conv_transpose(X, W) scatters X[n, i, y, x] W[i, o, kh, kw] onto
-    Y_pad[n, o, s*y + kh, s*x + kw], so dW[i, o, kh, kw] = sum X[n, i, y, x] dY_pad[n, o, s*y + kh, s*x + kw]:
-    the same product with the patches taken from dY."""
-
-    @staticmethod
-    def forward(ctx, x, w, stride: int, padding: int, transposed: bool):
-        ctx.save_for_backward(x, w)
-        ctx.conf = (stride, padding, transposed)
-        return torch.ops.aten.convolution(x, w, None, [stride] * 2, [padding] * 2, [1, 1], transposed, [0, 0], 1)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, w = ctx.saved_tensors
-        s, p, transposed = ctx.conf
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(grad, x, w, None, [s] * 2, [p] * 2, [1, 1], transposed,
-                                                         [0, 0], 1, [True, False, False])[0]
-        if ctx.needs_input_grad[1]:
-            k = w.shape[-1]
-            a, b = (x, grad) if transposed else (grad, x)  # rows of dW come from a, patches from b
-            rows = a.permute(0, 2, 3, 1).reshape(-1, a.shape[1]).t()  # (C_a, N*L)
-            g = rows @ _patches(b, k, s, p)  # (C_a, kh*kw*C_b)
-            grad_w = g.view(w.shape[0], k, k, w.shape[1]).permute(0, 3, 1, 2)
-        return grad_x, grad_w, None, None, None
-
-
-def _gemm_weight_grad_dtype(m: nn.Module, x: torch.Tensor) -> torch.dtype | None:
-    """bf16 where ``m`` is one of the layers that take the GEMM weight gradient: a 4x4 stride-2
-    convolution (padding 1, no bias, dilation or groups) to 4x4 or a transposed one from 4x4, whose
-    weight needs a gradient, computing in bf16 on the CPU (autocast or bf16 tensors); else None."""
-    if not isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) or x.device.type != "cpu" or x.dim() != 4:
-        return None
-    transposed = isinstance(m, nn.ConvTranspose2d)
-    small = x.shape[2] * x.shape[3] <= (16 if transposed else 64)
-    plain = (m.kernel_size == (4, 4) and m.stride == (2, 2) and m.padding == (1, 1) and m.dilation == (1, 1)
-             and m.groups == 1 and m.bias is None and getattr(m, "output_padding", (0, 0)) == (0, 0)
-             and m.padding_mode == "zeros")
-    if not (small and plain and torch.is_grad_enabled() and m.weight.requires_grad):
-        return None
-    if torch.is_autocast_enabled("cpu"):
-        dtype = torch.get_autocast_dtype("cpu")
-    else:
-        dtype = x.dtype if x.dtype == m.weight.dtype else None
-    return dtype if dtype == torch.bfloat16 else None
-
-
-def _run(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """``seq(x)``, with the 4x4-spatial convolutions through ``_GemmWeightGradConv`` in bf16."""
-    for m in seq:
-        dtype = _gemm_weight_grad_dtype(m, x)
-        if dtype is None:
-            x = m(x)
-        else:
-            with torch.autocast("cpu", enabled=False):
-                x = _GemmWeightGradConv.apply(x.to(dtype), m.weight.to(dtype), 2, 1,
-                                              isinstance(m, nn.ConvTranspose2d))
-    return x
-
-
-def _sigmoid_fp32(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """Run ``seq`` with its final Sigmoid applied in fp32. Under bf16 autocast a bf16 sigmoid
-    rounds D(x) = 0.997 to exactly 1.0 and BCE's log(1 - D) explodes; fp32 keeps the course's
-    numerics whatever the precision of the convolutions."""
-    return seq[-1](_run(seq[:-1], x).float())
-
-
 class Generator(nn.Module):
     """z (N, nz, 1, 1) -> image (N, nc, 32, 32) in [-1, 1].
 
@@ -145,7 +49,7 @@ class Generator(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return _run(self.main, z.view(z.shape[0], -1, 1, 1))
+        return self.main(z.view(z.shape[0], -1, 1, 1))
 
 
 class Discriminator(nn.Module):
@@ -165,7 +69,7 @@ class Discriminator(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _sigmoid_fp32(self.main, x).view(-1)
+        return self.main(x).view(-1)
 
 
 def label_input(y: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -200,7 +104,7 @@ class ConditionalGenerator(nn.Module):
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         hz = self.z_branch(z.view(z.shape[0], -1, 1, 1))
         hy = self.y_branch(label_input(y, self.n_classes).float())
-        return _run(self.main, torch.cat([hz, hy], 1))
+        return self.main(torch.cat([hz, hy], 1))
 
 
 class ConditionalDiscriminator(nn.Module):
@@ -226,7 +130,7 @@ class ConditionalDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         y_map = label_input(y, self.n_classes).to(x.dtype).expand(-1, -1, x.shape[2], x.shape[3])
         h = torch.cat([self.x_branch(x), self.y_branch(y_map)], 1)
-        return _sigmoid_fp32(self.main, h).view(-1)
+        return self.main(h).view(-1)
 
 
 # ------------------------------------------------------------------------------------------

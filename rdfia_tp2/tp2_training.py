@@ -1,9 +1,10 @@
 """RDFIA TP2-de: the training pieces both parts share (``tp2_dcgan.py``, ``tp2_cgan.py``).
 
-The data as the course loads it (MNIST padded to 32x32 in [-1, 1]), the channels-last layout,
-the practical's GAN step (D on a real and a fake batch, then G on the same fakes) and the loop's
-step around it, the optimizers and their learning-rate schedule, eval-mode generation, and the
-training figures (loss curves, samples over training, Frechet distance per epoch).
+The data as the course loads it (MNIST padded to 32x32 in [-1, 1]), the models as they train
+(channels-last, and in bf16 the changes of ``tp2_speedups.py``), the practical's GAN step (D on
+a real and a fake batch, then G on the same fakes) and the loop's step around it, the optimizers
+and their learning-rate schedule, eval-mode generation, and the training figures (loss curves,
+samples over training, Frechet distance per epoch).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from common import data as D
 from common.plotting import plot_curves, plot_panels, save_grid
 from common.training import EpochSamples, Run, adam, autocast, epoch_decay
 from tp2_models import discriminator_loss
+from tp2_speedups import prepare
 
 COURSE = "rdfia_tp2"
 
@@ -25,8 +27,15 @@ def load_data(cfg, device):
 
 def channels_last(*models):
     """NHWC weights and activations: oneDNN's fast layout for bf16 convolutions on the CPU
-    (the training step is ~15% faster; see bench_dcgan.py)."""
+    (the training step is ~15% faster)."""
     return [m.to(memory_format=torch.channels_last) for m in models]
+
+
+def prepare_models(cfg, device, precision: str, *models):
+    """The models as they train, before their optimizers are made: in bf16 with
+    ``tp2_speedups.prepare`` (the Sigmoid in fp32; with ``cfg.fast_wgrad``, on a CPU, the 4x4
+    convolutions' weight gradient as one matmul), then channels-last. In fp32 the stock layers."""
+    return channels_last(*(prepare(m, precision, device, cfg.fast_wgrad) for m in models))
 
 
 @torch.no_grad()
