@@ -11,7 +11,7 @@ Q     := $(if $(QUICK),--quick,)
 export HW_QUICK := $(if $(QUICK),1,$(HW_QUICK))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test demo judges bench bench-data bench-pixelcnn-sampling clean \
+.PHONY: help setup test demo results judges bench bench-data bench-pixelcnn-sampling clean \
 	ee8520 ee8520-step1 ee8520-step1-ablations ee8520-step2 ee8520-step3 ee8520-step3-sweep \
 	csc8851 csc8851-train assignment3 assignment3-part1 assignment3-stages assignment3-batch-sizes \
 	assignment3-schedules ece685d ece685d-p1 ece685d-p2 ece685d-p3 rdfia rdfia-experiments gallery \
@@ -35,10 +35,13 @@ setup: $(STAMP) ## create .venv and install the project (torch, torchvision, ...
 test: $(STAMP) ## run the test suite (quick end-to-end runs included)
 	$(PY) -m pytest -q
 
-demo: $(STAMP) ## run every assignment part in quick mode (a few minutes) and list the figures
+demo: $(STAMP) ## run every assignment part in quick mode (a few minutes) and list the folders it made
 	$(MAKE) --no-print-directory ee8520 csc8851 assignment3 ece685d rdfia QUICK=1
-	@echo "Figures and metrics went to these quick run folders:"
+	@echo "Figures and metrics went to these quick run folders (make gallery shows them on one page):"
 	@$(PY) -m common.courses figures --quick
+
+results: $(STAMP) ## rewrite the READMEs' results tables from results/ (put a run on record: python -m common.results add <run folder>)
+	$(PY) -m common.results tables
 
 judges: $(STAMP) ## train and cache the MNIST and Fashion-MNIST judge classifiers
 	$(PY) -m common.judges

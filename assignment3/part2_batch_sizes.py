@@ -33,6 +33,7 @@ import mlp_gan as M
 from common.cli import parse_config, run_main
 from common.metrics import Evaluator
 from common.paths import run_dir
+from common.results import write_summary
 from common.plotting import plot_bars, plot_curves, plot_panels, save_grid
 from common.tables import write_table
 from common.training import Run, get_device, resolve_precision, resolved, seed_everything
@@ -48,7 +49,7 @@ class BatchConfig(M.GanConfig):
     n_show: int = dataclasses.field(default=10, metadata={"help": "samples per batch size in samples.png"})
     name: str = "default"
 
-    QUICK: typing.ClassVar[dict] = {"name": "quick", "epochs": 2, "n_eval": 256, "eval_every": 1, "batch_sizes": [32, 64, 128, 256]}
+    QUICK: typing.ClassVar[dict] = {"epochs": 2, "n_eval": 256, "eval_every": 1, "batch_sizes": [32, 64, 128, 256]}
 
 
 def main(argv=None) -> dict:
@@ -57,7 +58,7 @@ def main(argv=None) -> dict:
     precision = resolve_precision(cfg.precision, device)
     seed_everything(cfg.seed)
     x, _, source = M.load_mnist(cfg, device)
-    folder = run_dir("assignment3", "batch_sizes", cfg.name, cfg.out_dir)
+    folder = run_dir("assignment3", "batch_sizes", cfg.name, cfg.out_dir, quick=cfg.quick)
     study = Run(folder, {**cfg.to_dict(), **resolved(device, precision, source)})
     evaluator = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root)
     z_eval = M.fixed_noise(cfg.n_eval, cfg.latent_dim, seed=cfg.seed + 1, device=device)
@@ -152,6 +153,7 @@ def main(argv=None) -> dict:
                "frechet_floor_train_vs_test": evaluator.floor, "judge_test_accuracy": evaluator.judge_info["test_accuracy"],
                "epochs": cfg.epochs, "quick": cfg.quick}
     study.write_metrics(metrics)
+    write_summary(study.dir)
     print(f"batch sizes: least stable {least}; table {study.path('batch_sizes.md')}")
     return metrics
 

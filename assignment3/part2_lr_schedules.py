@@ -33,7 +33,8 @@ import torch
 import mlp_gan as M
 from common.cli import parse_config, run_main
 from common.metrics import Evaluator
-from common.paths import OUTPUTS, run_dir, shown
+from common.paths import run_dir, run_path, shown
+from common.results import write_summary
 from common.plotting import plot_panels, save_grid
 from common.tables import write_table
 from common.training import Run, get_device, resolve_precision, resolved, seed_everything, step_decay, warmup_cosine
@@ -50,11 +51,11 @@ class ScheduleConfig(M.GanConfig):
     warmup_epochs: int = dataclasses.field(default=3, metadata={"help": "linear warmup length (warmup + cosine)"})
     batch_sizes_run: typing.Optional[str] = dataclasses.field(
         default=None, metadata={"help": "Part II.2 run folder to read the least stable batch size from "
-                                        "(default: outputs/assignment3/batch_sizes/default, or .../quick in quick mode)"})
+                                        "(default: outputs/assignment3/batch_sizes/default, or default_quick in quick mode)"})
     n_show: int = 10
     name: str = "default"
 
-    QUICK: typing.ClassVar[dict] = {"name": "quick", "epochs": 2, "n_eval": 256, "eval_every": 1, "step_every": 1, "warmup_epochs": 1}
+    QUICK: typing.ClassVar[dict] = {"epochs": 2, "n_eval": 256, "eval_every": 1, "step_every": 1, "warmup_epochs": 1}
 
 
 def choose_batch_size(cfg, argv) -> tuple[int, str]:
@@ -62,7 +63,7 @@ def choose_batch_size(cfg, argv) -> tuple[int, str]:
     tokens = argv if argv is not None else sys.argv[1:]
     if any(t.split("=")[0] == "--batch-size" for t in tokens):
         return cfg.batch_size, "given with --batch-size"
-    folder = cfg.batch_sizes_run or OUTPUTS / "assignment3" / "batch_sizes" / ("quick" if cfg.quick else "default")
+    folder = cfg.batch_sizes_run or run_path("assignment3", "batch_sizes", "default", quick=cfg.quick)
     path = Path(folder) / "metrics.json"
     if path.exists():
         m = json.loads(path.read_text())
@@ -116,7 +117,7 @@ def main(argv=None) -> dict:
     precision = resolve_precision(cfg.precision, device)
     seed_everything(cfg.seed)
     x, _, source = M.load_mnist(cfg, device)
-    study = Run(run_dir("assignment3", "schedules", cfg.name, cfg.out_dir),
+    study = Run(run_dir("assignment3", "schedules", cfg.name, cfg.out_dir, quick=cfg.quick),
                 {**cfg.to_dict(), "batch_size_reason": reason, **resolved(device, precision, source)})
     print(f"[schedules] batch size {bs}: {reason}")
     evaluator = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root)
@@ -183,6 +184,7 @@ def main(argv=None) -> dict:
                "frechet_floor_train_vs_test": evaluator.floor, "judge_test_accuracy": evaluator.judge_info["test_accuracy"],
                "epochs": cfg.epochs, "quick": cfg.quick}
     study.write_metrics(metrics)
+    write_summary(study.dir)
     print(text)
     return metrics
 

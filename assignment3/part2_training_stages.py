@@ -26,6 +26,7 @@ import mlp_gan as M
 from common.cli import parse_config, run_main
 from common.metrics import Evaluator
 from common.paths import run_dir, shown
+from common.results import write_summary
 from common.plotting import plot_panels, save_grid
 from common.tables import write_table
 from common.training import Run, get_device, resolve_precision, resolved, seed_everything
@@ -39,7 +40,7 @@ class StagesConfig(M.GanConfig):
     n_eval: int = dataclasses.field(default=5000, metadata={"help": "samples per judge evaluation"})
     name: str = "default"
 
-    QUICK: typing.ClassVar[dict] = {"name": "quick", "epochs": 2, "snapshot_every": 1, "n_eval": 256}
+    QUICK: typing.ClassVar[dict] = {"epochs": 2, "snapshot_every": 1, "n_eval": 256}
 
 
 def main(argv=None) -> dict:
@@ -48,7 +49,7 @@ def main(argv=None) -> dict:
     precision = resolve_precision(cfg.precision, device)
     seed_everything(cfg.seed)
     x, _, source = M.load_mnist(cfg, device)
-    run = Run(run_dir("assignment3", "stages", cfg.name, cfg.out_dir),
+    run = Run(run_dir("assignment3", "stages", cfg.name, cfg.out_dir, quick=cfg.quick),
               {**cfg.to_dict(), **resolved(device, precision, source)})
     evaluator = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root)
     z_eval = M.fixed_noise(cfg.n_eval, cfg.latent_dim, seed=cfg.seed + 1, device=device)
@@ -92,6 +93,7 @@ def main(argv=None) -> dict:
                "seconds_per_epoch": round(h.seconds_per_epoch() or 0.0, 2),
                "judge_test_accuracy": evaluator.judge_info["test_accuracy"], "quick": cfg.quick}
     run.write_metrics(metrics)
+    write_summary(run.dir)
     print(f"stages: final FD {rows[-1]['frechet_distance']:.2f} (floor {floor:.2f}), best at epoch "
           f"{best['epoch']}; figures in {shown(run.dir)}")
     return metrics

@@ -6,24 +6,39 @@ A manifest (every key but ``key`` and ``title`` optional):
 
     key = "ee8520"                 # the short name: make report-<key>, python -m common.report <key>
     title = "EE 8520 HW2: GAN, PixelCNN, VAE"
-    outputs = "ee8520"             # its folder under outputs/ (default: the course folder's name)
     zip = "{name}_EE8520_F25"      # the code zip's name the handout asks for ({name}: the student's)
     report = "report.md"           # the report's Markdown source, in the course folder
+    parts = { step1 = "Step 1: MLP GAN" }   # a title per part (its folder under outputs/<course folder>/)
 
     [[bench]]                      # a speed benchmark that `make bench` runs from the course folder
     script = "bench_training.py"
     targets = { "pixelcnn training" = 2.5 }   # the speedup each of its summary lines should reach
 
+    [[run]]                        # what the gallery and the results on record show of a run
+    path = "step1/gan"             # <part>/<run name> ("*": every run of the part)
+    figure = "generated_images.png"          # its best figure, shown first
+    headline = [                   # its headline numbers: a key of metrics.json, a human label, ...
+      { key = "frechet_distance", label = "Fréchet distance", floor = "frechet_floor_train_vs_test", better = "lower" },
+      { key = "class_accuracy", label = "class accuracy", unit = "%" },
+    ]
+
+A headline key is dotted (``conditional.class_accuracy``); ``*`` in it stands for every key at
+that level (``runs.*.fd_final``), and a leading ``<sub-folder>/`` (``*/`` too) reads a sub-run's
+metrics.json; ``{}`` in the label names what ``*`` matched. ``unit = "%"`` shows a share as a
+percentage; ``floor`` names the key of the value it is read against; ``fmt`` is a format spec.
+
+Every course's runs live in ``outputs/<course folder>/<part>/<run>/`` (``common.paths.run_path``).
 ``python -m common.courses figures [--quick]`` lists, per course, each run folder under
 ``outputs/`` and how many PNGs it holds (``make demo`` ends with it).
 """
 from __future__ import annotations
 
+import fnmatch
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .paths import OUTPUTS, ROOT, shown
+from .paths import OUTPUTS, ROOT, is_quick_name, shown
 
 MANIFEST = "course.toml"
 
@@ -35,27 +50,61 @@ class Bench:
 
 
 @dataclass(frozen=True)
+class Headline:
+    """One headline number of a run: where it is in metrics.json and how a reader sees it."""
+    key: str
+    label: str
+    unit: str = ""  # "%": a share shown as a percentage
+    fmt: str | None = None
+    floor: str | None = None  # the key of the value this one is read against (the real data's Frechet distance)
+    better: str | None = None  # "lower" or "higher"
+
+
+@dataclass(frozen=True)
+class RunKind:
+    """What the gallery and the results on record show of the runs whose ``<part>/<run>`` match ``path``."""
+    path: str
+    figure: str | None = None
+    headline: tuple[Headline, ...] = ()
+
+
+@dataclass(frozen=True)
 class Course:
-    folder: str  # the course folder, relative to the repository root
+    folder: str  # the course folder, relative to the repository root; also its folder under outputs/
     key: str
     title: str
-    outputs: str
     zip: str | None = None
     report: str | None = None
     benches: tuple[Bench, ...] = ()
+    parts: tuple[tuple[str, str], ...] = ()  # (part folder, title), in the manifest's order
+    runs: tuple[RunKind, ...] = ()
 
     @property
     def path(self) -> Path:
         return ROOT / self.folder
 
+    @property
+    def outputs(self) -> str:
+        """Its folder under ``outputs/``: the course folder's own name."""
+        return self.folder
+
+    def part_title(self, part: str) -> str:
+        return dict(self.parts).get(part, part)
+
+    def run_kind(self, part: str, run: str) -> RunKind | None:
+        """The first ``[[run]]`` entry whose path matches ``<part>/<run>`` (a quick run's name without ``_quick``)."""
+        return next((k for k in self.runs if fnmatch.fnmatchcase(f"{part}/{run}", k.path)), None)
+
 
 def _read(manifest: Path) -> Course:
     data = tomllib.loads(manifest.read_text())
     folder = manifest.parent.name
-    return Course(folder=folder, key=data["key"], title=data["title"], outputs=data.get("outputs", folder),
-                  zip=data.get("zip"), report=data.get("report"),
+    runs = tuple(RunKind(r["path"], r.get("figure"), tuple(Headline(**h) for h in r.get("headline", [])))
+                 for r in data.get("run", []))
+    return Course(folder=folder, key=data["key"], title=data["title"], zip=data.get("zip"), report=data.get("report"),
                   benches=tuple(Bench(b["script"], {k: float(v) for k, v in b["targets"].items()})
-                                for b in data.get("bench", [])))
+                                for b in data.get("bench", [])),
+                  parts=tuple(data.get("parts", {}).items()), runs=runs)
 
 
 def courses() -> list[Course]:
@@ -71,25 +120,45 @@ def find(name: str) -> Course:
     raise SystemExit(f"error: no course {name!r}; choose from {', '.join(c.key for c in courses())}")
 
 
+def lookup(name: str) -> Course | None:
+    """The course whose key or folder is ``name``, else None."""
+    return next((c for c in courses() if name in (c.key, c.folder)), None)
+
+
 def _count(items, noun: str) -> str:
     n = sum(1 for _ in items)
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def run_folders(top: Path, quick: bool | None = None) -> list[Path]:
+    """The run folders ``<top>/<part>/<run>/`` of one folder of ``outputs/`` (a course's, or the
+    notebooks'), by name; with ``quick`` True (False), only those named as quick (full) runs are
+    (:func:`common.paths.quick_name`)."""
+    top = Path(top)
+    if not top.is_dir():
+        return []
+    return [r for part in sorted(top.iterdir()) if part.is_dir() for r in sorted(part.iterdir())
+            if r.is_dir() and (quick is None or is_quick_name(r.name) == quick)]
+
+
+def output_folders(outputs: Path | None = None) -> list[Path]:
+    """The folders of ``outputs/``: the courses' first, in the order of their folder names, then the others."""
+    outputs = Path(outputs) if outputs else OUTPUTS
+    if not outputs.is_dir():
+        return []
+    known = {c.folder for c in courses()}
+    return sorted((d for d in outputs.iterdir() if d.is_dir()), key=lambda d: (d.name not in known, d.name))
+
+
 def figures(quick: bool = False, outputs: Path | None = None) -> list[str]:
     """Lines that say where the figures went: per folder of ``outputs/`` (titled from the course
     manifests; other folders, such as the notebooks', by name), each run folder
-    (``outputs/<course>/<part>/<run>``) that is a quick one (its name ends in ``quick``) or, with
+    (``outputs/<course>/<part>/<run>``) that is a quick one (its name ends in ``_quick``) or, with
     ``quick=False``, a full one, and the number of PNGs under it."""
-    outputs = Path(outputs) if outputs else OUTPUTS
-    titles = {c.outputs: c.title for c in courses()}
+    titles = {c.folder: c.title for c in courses()}
     lines = []
-    if not outputs.is_dir():
-        return lines
-    tops = sorted((d for d in outputs.iterdir() if d.is_dir()), key=lambda d: (d.name not in titles, d.name))
-    for top in tops:
-        runs = [r for part in sorted(top.iterdir()) if part.is_dir() for r in sorted(part.iterdir())
-                if r.is_dir() and r.name.endswith("quick") == quick]
+    for top in output_folders(outputs):
+        runs = run_folders(top, quick)
         if runs:
             lines.append(f"{titles.get(top.name, top.name)}:")
             lines += [f"  {shown(r)}/  ({_count(r.rglob('*.png'), 'PNG')})" for r in runs]

@@ -158,7 +158,7 @@ def get_judge(dataset: str, device="cpu", quick: bool = False, data_root=None) -
     full = _judge_path(dataset, False, data_root)
     path = full if full.exists() or not quick else _judge_path(dataset, True, data_root)
     if not path.exists():
-        print(f"[judge] no {dataset} judge cached at {path}: training one"
+        print(f"[judge] no {dataset} judge cached at {shown(path)}: training one"
               + (" (quick)" if quick else " (a few minutes; `make judges` does this ahead of time)"))
         model, info = train_judge(dataset, device=device, quick=quick, data_root=data_root)
         save_judge(model, info, path)

@@ -44,30 +44,35 @@ def cache_dir(explicit_data_root: str | os.PathLike | None = None) -> Path:
     return path
 
 
-def quick_folder(folder: Path, quick: bool, out_dir=None) -> Path:
-    """Where a run in ``folder`` writes: ``folder`` itself, unless it is a quick run under
-    ``outputs/`` whose folder is not a quick one yet (no part of its path below ``outputs/``
-    ends in ``quick``): then ``<folder>_quick``. The one rule, for every script, that keeps a
-    smoke run out of a full run's folder; ``--out-dir`` is taken as given."""
-    folder = Path(folder)
-    if not quick or out_dir:
-        return folder
-    try:
-        parts = folder.resolve().relative_to(OUTPUTS.resolve()).parts
-    except ValueError:
-        return folder
-    if not parts or any(p.endswith("quick") for p in parts):
-        return folder
-    return folder.with_name(f"{folder.name}_quick")
+QUICK_SUFFIX = "_quick"
+
+
+def quick_name(name: str) -> str:
+    """The folder name of a quick run: ``<name>_quick`` (a name that already ends so is kept)."""
+    return name if is_quick_name(name) else f"{name}{QUICK_SUFFIX}"
+
+
+def is_quick_name(name: str) -> bool:
+    return name.endswith(QUICK_SUFFIX)
+
+
+def full_name(name: str) -> str:
+    """``gan_quick`` -> ``gan``: the full run a quick run's folder stands beside."""
+    return name[: -len(QUICK_SUFFIX)] if is_quick_name(name) else name
 
 
 def run_path(course: str, part: str, name: str, out_dir: str | os.PathLike | None = None,
              quick: bool = False) -> Path:
-    """``outputs/<course>/<part>/<name>/`` (or ``out_dir`` when given), not created. A quick run's
-    folder is ``<name>_quick`` (:func:`quick_folder`), so a smoke run never overwrites a full run's results."""
+    """Where a run writes, not created: ``outputs/<course folder>/<part>/<name>/``, and for a quick
+    run the same path with ``_quick`` appended to the run folder's name
+    (``outputs/<course folder>/<part>/<name>_quick/``), so a smoke run never touches a full run's
+    files. ``out_dir`` (``--out-dir``), when given, is taken as it is. The one rule that names
+    run folders: scripts, reports, the gallery and ``make demo`` all go through it."""
     if out_dir:
         return Path(out_dir).expanduser().resolve()
-    return quick_folder(OUTPUTS / course / part / name, quick)
+    if not (course and part and name):
+        raise ValueError(f"a run folder needs a course, a part and a name (got {course!r}, {part!r}, {name!r})")
+    return OUTPUTS / course / part / (quick_name(name) if quick else name)
 
 
 def run_dir(course: str, part: str, name: str, out_dir: str | os.PathLike | None = None,
@@ -78,10 +83,58 @@ def run_dir(course: str, part: str, name: str, out_dir: str | os.PathLike | None
     return path
 
 
+def _below_outputs(folder: Path) -> tuple[str, ...] | None:
+    try:
+        return Path(folder).resolve().relative_to(OUTPUTS.resolve()).parts
+    except ValueError:
+        return None
+
+
+def quick_folder(folder: Path, quick: bool, out_dir=None) -> Path:
+    """``folder`` for a quick run that did not come through :func:`run_path` (a guard in
+    ``common.training.Run``): under ``outputs/``, when no part of its path below ``outputs/`` is a
+    quick name yet, the run folder (``outputs/<course>/<part>/<run>``) becomes ``<run>_quick`` and
+    what lies below it is kept. Full runs, ``--out-dir`` and folders elsewhere are taken as given."""
+    folder = Path(folder)
+    parts = _below_outputs(folder) if quick and not out_dir else None
+    if not parts or any(is_quick_name(p) for p in parts):
+        return folder
+    level = min(3, len(parts))  # the run folder's own name, or the leaf of a shallower path
+    below = parts[level:]
+    head = folder
+    for _ in below:
+        head = head.parent
+    head = head.with_name(quick_name(head.name))
+    return head.joinpath(*below) if below else head
+
+
+def quick_twin(folder: Path) -> Path:
+    """The quick run that stands beside the full run ``folder`` (``.../gan`` -> ``.../gan_quick``)."""
+    folder = Path(folder)
+    return folder.with_name(quick_name(folder.name))
+
+
+def run_identity(folder: Path) -> dict | None:
+    """``{"course", "part", "run", "quick"}`` of a run folder ``outputs/<course>/<part>/<run>[_quick]``
+    (or a folder below one), read from its path; None for a folder elsewhere (``--out-dir``)."""
+    parts = _below_outputs(folder)
+    if not parts or len(parts) < 3:
+        return None
+    course, part, run = parts[:3]
+    return {"course": course, "part": part, "run": full_name(run), "quick": is_quick_name(run)}
+
+
 def shown(path: str | os.PathLike) -> Path:
-    """``path`` relative to the repository when it lies inside it (no home folder in a report)."""
+    """``path`` as a message or a page shows it: relative to the repository when it lies inside it,
+    ``$HW_DATA_ROOT/...`` inside a data folder given that way, else as given (no home folder in a
+    report)."""
     resolved = Path(path).resolve()
-    return resolved.relative_to(ROOT) if resolved.is_relative_to(ROOT) else Path(path)
+    if resolved.is_relative_to(ROOT):
+        return resolved.relative_to(ROOT)
+    env = os.environ.get("HW_DATA_ROOT")
+    if env and resolved.is_relative_to(Path(env).expanduser().resolve()):
+        return Path("$HW_DATA_ROOT") / resolved.relative_to(Path(env).expanduser().resolve())
+    return Path(path)
 
 
 def skeleton_imgs_dir(course_dir: Path, run_folder: Path, cfg) -> Path:

@@ -1,7 +1,8 @@
 """The runs a course report reads, and its placeholders filled from them (the format: ``common.report``).
 
 The header block of ``report.md`` names each run; ``resolve_run`` finds its folder under
-``outputs/<course>/`` (for ``name/*``, the newest full run, else the newest ``--quick`` one) and
+``outputs/<course>/`` (the full run, else its ``_quick`` twin; for ``name/*``, the newest full
+run, else the newest quick one) and
 ``fill`` replaces each ``{{ ... }}`` of the body by a value of its metrics.json or config.json, a
 table, a figure or a text, or by a visible "(not yet run: make <target>)" when it is missing.
 ``common.gallery`` reads run folders with the same helpers.
@@ -15,6 +16,8 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .paths import is_quick_name, quick_twin
 
 PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}", re.S)
 VALUE = re.compile(r"^(?P<ref>[\w\-./]+?)\.(?P<file>metrics|config)\.(?P<key>[^:{}]+?)(?::(?P<fmt>[^:{}]*))?$")
@@ -73,8 +76,11 @@ def is_run_folder(path: Path) -> bool:
 
 
 def is_quick_run(folder: Path) -> bool:
-    """Made by a --quick run: "quick": true in its config.json or metrics.json (for a study
-    folder without them, in any of its sub-runs' config.json)."""
+    """Made by a --quick run: named so (``<run>_quick``, :func:`common.paths.run_path`), or
+    "quick": true in its config.json or metrics.json (for a study folder without them, in any of
+    its sub-runs' config.json)."""
+    if is_quick_name(Path(folder).name):
+        return True
     if is_run_folder(folder):
         return any(_read_json(folder / f).get("quick") is True for f in RUN_MARKERS)
     return any(_read_json(c / "config.json").get("quick") is True for c in folder.iterdir() if c.is_dir())
@@ -86,13 +92,15 @@ def _stamp(path: Path) -> float:
 
 
 def resolve_run(base: Path, newest: bool = False) -> Path | None:
-    """The run folder ``base`` (None when it does not exist); with ``newest``, its newest child
-    run folder (one with metrics.json or config.json, by that file's time), full runs before
-    ``--quick`` ones (a smoke run after the real one must not replace it in the report), else None."""
+    """The run folder ``base``, else the quick run beside it (``<base>_quick``,
+    :func:`common.paths.quick_twin`), else None; with ``newest``, the newest run folder inside
+    ``base`` (one with metrics.json or config.json, by that file's time; the quick runs of a part
+    are its ``<run>_quick`` folders), full runs before quick ones (a smoke run after the real one
+    must not replace it in the report), else None."""
+    if not newest:
+        return next((f for f in (base, quick_twin(base)) if f.is_dir()), None)
     if not base.is_dir():
         return None
-    if not newest:
-        return base
     children = [c for c in base.iterdir() if c.is_dir() and is_run_folder(c)]
     return max(children, key=lambda c: (not is_quick_run(c), _stamp(c))) if children else None
 
@@ -148,7 +156,19 @@ def _split_ref(src: Source, ref: str) -> tuple[RunRef | None, Path | None, str]:
     if run is None:
         raise ValueError(f"{src.path}: unknown run {alias!r} in a placeholder; declare it in the header as `run {alias}: ...`")
     src.used.add(alias)
-    return run, (run.folder / rest if run.folder is not None and rest else run.folder), rest
+    return run, locate(run.folder, rest), rest
+
+
+def locate(folder: Path | None, rest: str) -> Path | None:
+    """``folder / rest``; when ``rest`` starts in a run folder of ``folder`` (a part) that has only
+    a quick run, in that quick run (``exp/nz10/x`` -> ``.../nz10_quick/x``). None without ``folder``."""
+    if folder is None or not rest:
+        return folder
+    first, _, below = rest.partition("/")
+    path = folder / first
+    if not path.exists() and quick_twin(path).is_dir():
+        path = quick_twin(path)
+    return path / below if below else path
 
 
 def read_table(stem: Path) -> tuple[str, list[str], list[list[str]]] | None:

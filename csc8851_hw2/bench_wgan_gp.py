@@ -45,7 +45,7 @@ import wgan_gp_model as M  # noqa: E402
 from common import data as D  # noqa: E402
 from common.bench import PeakMeter, count_step_flops, print_share  # noqa: E402
 from common.cli import run_main  # noqa: E402
-from common.paths import data_root, run_dir  # noqa: E402
+from common.paths import data_root, run_dir, shown  # noqa: E402
 from common.training import adam, get_device, resolve_precision, seed_everything  # noqa: E402
 
 
@@ -207,7 +207,7 @@ def main(argv=None) -> None:
     results["speed"] = speed(args, cfg, device, precision)
     folder = run_dir(W.COURSE, "bench", "wgan_gp")
     (folder / "bench_wgan_gp.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {folder / 'bench_wgan_gp.json'}")
+    print(f"wrote {shown(folder / 'bench_wgan_gp.json')}")
     print(f"wgan-gp epoch speedup: {results['speed']['speedup']:.2f}x")
 
 

@@ -25,6 +25,7 @@ from common.cli import BaseConfig, parse_config, run_main
 from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown
+from common.results import write_summary
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
 from common.training import (EpochSamples, Run, adam, get_device, lerp, resolve_precision, resolved, seed_everything,
@@ -306,7 +307,9 @@ def finish(res: Result, log=print, paths: dict | None = None) -> dict:
 def main(argv=None) -> dict:
     cfg = parse_config(Config, argv, description=__doc__.splitlines()[0])
     res = train(cfg)
-    return finish(res)
+    out = finish(res)
+    write_summary(res.run.dir)
+    return out
 
 
 if __name__ == "__main__":

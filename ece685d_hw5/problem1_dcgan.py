@@ -27,6 +27,7 @@ from common.data import TensorLoader, images, load_split, stratified_subset
 from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown
+from common.results import write_summary
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
 from common.training import (EpochSamples, Run, adam, autocast, fixed_noise, get_device, resolve_precision, resolved,
@@ -159,6 +160,7 @@ def main(argv=None) -> None:
     print(f"[problem 1.1] Frechet distance {report['frechet_distance']:.2f} "
           f"(floor {report['frechet_floor_train_vs_test']:.2f}), class entropy {report['class_entropy']:.3f} "
           f"of {report['class_entropy_max']:.3f}")
+    write_summary(run.dir)
     print(f"[problem 1] outputs in {shown(run.dir)}")
 
 

@@ -31,6 +31,7 @@ from common.cli import BaseConfig, parse_config, run_main
 from common.data import DataError, TensorLoader, images, load_split
 from common.loop import train_epochs
 from common.paths import run_dir, shown
+from common.results import write_summary
 from common.plotting import plot_curves, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
 from common.training import Run, adam, get_device, resolved, seed_everything
@@ -144,7 +145,8 @@ def main(argv=None):
     x_train = images(train, "unit", device=device).flatten(1)
     x_test = images(test, "unit", device=device).flatten(1)
     standardizer = Standardizer.fit(x_train, cfg.standardize)
-    title = train.info.title + (f" ({train.source} data)" if train.source != "full" else "")
+    title = {"full": train.info.title, "sample": f"{train.info.title} sample",
+             "synthetic": f"synthetic bars (stand-in for {train.info.title})"}.get(train.source, train.info.title)
     top = Run(folder, {**cfg.to_dict(), **resolved(device, cfg.precision, train.source), "n_train": len(train),
                        "n_test": len(test), "standardize_mean": standardizer.mean, "standardize_std": standardizer.std})
     print(f"{title}: {len(train)} train / {len(test)} test images -> {shown(folder)}")
@@ -215,6 +217,7 @@ def main(argv=None):
     top.write_metrics({"dataset": cfg.dataset, "data_source": train.source, "epochs": cfg.epochs,
                        "standardize": cfg.standardize, "mean": standardizer.mean, "std": standardizer.std,
                        "mean_image_mse_unit": mean_image_mse, "per_M": per_m})
+    write_summary(folder)
     print(table.read_text())
     print(f"figures, table and metrics in {shown(folder)}")
 

@@ -33,6 +33,7 @@ from common.data import TensorLoader, images, load_split, one_hot, stratified_su
 from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown
+from common.results import write_summary
 from common.plotting import plot_embeddings, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
 from common.training import Run, adam, get_device, resolved, seed_everything
@@ -54,7 +55,7 @@ class Config(BaseConfig):
     tsne_points: int = dataclasses.field(default=10000, metadata={"help": "test images in the t-SNE"})
     judge: bool = dataclasses.field(default=True, metadata={
         "help": "score C-VAE samples with the Fashion-MNIST judge classifier (class accuracy)"})
-    name: typing.Optional[str] = dataclasses.field(default=None, metadata={"help": "run name (default: full/quick)"})
+    name: typing.Optional[str] = dataclasses.field(default=None, metadata={"help": "run name (default: default; a quick run adds _quick)"})
 
     QUICK: typing.ClassVar[dict] = {"epochs": 2, "tsne_points": 200}
 
@@ -132,7 +133,7 @@ def main(argv=None):
     train, test = (load_split("fashion", s, root=cfg.data_root, quick=cfg.quick, seed=cfg.seed)
                    for s in ("train", "test"))
     classes = list(train.info.classes)
-    folder = run_dir(COURSE, PART, cfg.name or ("quick" if cfg.quick else "full"), cfg.out_dir)
+    folder = run_dir(COURSE, PART, cfg.name or "default", cfg.out_dir, quick=cfg.quick)
     train_idx, val_idx = train_val_split(train.y, cfg.val_fraction, seed=cfg.seed)
     x_all, c_all = images(train, "unit", device=device).flatten(1), one_hot(train.y).to(device)
     data = {"x_train": x_all[train_idx.to(device)], "c_train": c_all[train_idx.to(device)],
@@ -204,6 +205,7 @@ def main(argv=None):
                         title="Fashion-MNIST test ELBO per image (nats; Bernoulli decoder on gray levels, one z draw), "
                               "best-validation weights")
     top.write_metrics({**metrics, "n_tsne": len(tsne_idx), "data_source": train.source})
+    write_summary(folder)
     print(table.read_text())
     print(f"figures, tables and metrics in {shown(folder)}")
 

@@ -28,12 +28,14 @@ from common.data import TensorLoader, images, load_split
 from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown, skeleton_imgs_dir
+from common.results import write_summary
 from common.plotting import plot_panels, save_grid
 from common.tables import write_table
 from common.training import EpochSamples, Run, adam, fixed_noise, get_device, resolved, seed_everything
 from models.GAN import Discriminator, Generator, train_discriminator, train_generator
 
 COURSE_DIR = Path(__file__).resolve().parent
+COURSE = "ee8520_hw2"  # its folder under outputs/
 IMGS_DIR = COURSE_DIR / "imgs"
 MNIST_TRAIN_SIZE = 60000
 
@@ -255,7 +257,7 @@ def resolve_ablations(spec: str) -> list[str]:
 
 def run_ablations(cfg: Step1Config, train_x, device, evaluator, data_source: str | None = None) -> Path:
     """Each named ablation in its own sub-folder, then a loss overlay, a sample panel and a table."""
-    base = run_dir("ee8520", "step1", "ablations", cfg.out_dir, quick=cfg.quick)
+    base = run_dir(COURSE, "step1", "ablations", cfg.out_dir, quick=cfg.quick)
     results = {}
     for name in resolve_ablations(cfg.ablation):
         description, changes = ABLATIONS[name]
@@ -299,11 +301,13 @@ def main(argv=None) -> None:
     evaluator = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root) if cfg.n_eval > 0 else None
     if cfg.ablation:
         base = run_ablations(cfg, train_x, device, evaluator, train.source)
-        print(f"[step1] ablation figures and table in {base}")
+        write_summary(base)
+        print(f"[step1] ablation figures and table in {shown(base)}")
         return
-    folder = run_dir("ee8520", "step1", "gan", cfg.out_dir, quick=cfg.quick)
+    folder = run_dir(COURSE, "step1", "gan", cfg.out_dir, quick=cfg.quick)
     imgs = skeleton_imgs_dir(COURSE_DIR, folder, cfg)
     train_one(cfg, folder, train_x, device, evaluator, imgs, train.source)
+    write_summary(folder)
     print(f"[step1] figures in {shown(imgs)} and {shown(folder)}")
 
 

@@ -31,6 +31,7 @@ from common.data import TensorLoader, images, load_split
 from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown, skeleton_imgs_dir
+from common.results import write_summary
 from common.plotting import plot_embeddings, plot_latent_grid, plot_panels, plot_reconstructions, save_grid
 from common.tables import write_table
 from common.training import (NonFiniteLoss, Run, adam, fixed_noise, get_device, load_checkpoint, resolved,
@@ -38,6 +39,7 @@ from common.training import (NonFiniteLoss, Run, adam, fixed_noise, get_device, 
 from models.VAE import VAE_model
 
 COURSE_DIR = Path(__file__).resolve().parent
+COURSE = "ee8520_hw2"  # its folder under outputs/
 IMGS_DIR = COURSE_DIR / "imgs"
 EVAL_SEED = 1234  # the one z sample per test image of the reported ELBO
 
@@ -268,7 +270,7 @@ def finish_run(cfg, model, run, test_split, test_x, device, evaluator, imgs_dir:
 
 def run_sweep(cfg, train_x, test_split, test_x, device, evaluator, data_source: str | None = None) -> Path:
     """Each SWEEP entry in its own sub-folder, then a table and an overlay of test -ELBO per epoch."""
-    base = run_dir("ee8520", "step3", "sweep", cfg.out_dir, quick=cfg.quick)
+    base = run_dir(COURSE, "step3", "sweep", cfg.out_dir, quick=cfg.quick)
     rows, curves = [], {}
     names = [n.strip() for n in cfg.sweep_runs.split(",")] if cfg.sweep_runs else list(SWEEP)
     unknown = [n for n in names if n not in SWEEP]
@@ -316,12 +318,14 @@ def main(argv=None) -> None:
     evaluator = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root) if cfg.n_eval > 0 else None
     if cfg.sweep:
         base = run_sweep(cfg, train_x, test, test_x, device, evaluator, train.source)
-        print(f"[step3] sweep table and figures in {base}")
+        write_summary(base)
+        print(f"[step3] sweep table and figures in {shown(base)}")
         return
-    folder = run_dir("ee8520", "step3", "vae", cfg.out_dir, quick=cfg.quick)
+    folder = run_dir(COURSE, "step3", "vae", cfg.out_dir, quick=cfg.quick)
     imgs = skeleton_imgs_dir(COURSE_DIR, folder, cfg)
     model, run = train_vae(cfg, folder, train_x, test_x, device, data_source=train.source)
     finish_run(cfg, model, run, test, test_x, device, evaluator, imgs)
+    write_summary(run.dir)
     print(f"[step3] figures in {shown(imgs)} and {shown(run.dir)}")
 
 

@@ -156,7 +156,7 @@ def main(argv=None) -> dict:
     result["dcgan"] = bench("dcgan epoch", cfg, root, split, x, device, precision, False, cfg.batches,
                             cfg.warmup, 10)
     result["speedup"] = result["dcgan"]["speedup"]
-    folder = run_dir("rdfia_tp2", "bench", "dcgan_epoch", cfg.out_dir)
+    folder = run_dir("rdfia_tp2", "bench", "dcgan_epoch", cfg.out_dir, quick=cfg.quick)
     rows = [{"model": m, **r} for m in ("cgan", "dcgan") if m in result for r in result[m]["rows"]]
     write_table(rows, folder / "results", title=f"DCGAN and conditional DCGAN epoch (batches of {cfg.batch_size}, "
                                                  f"extrapolated to an epoch)")

@@ -27,6 +27,7 @@ from common.cli import BaseConfig, parse_config, run_main
 from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, run_path, shown
+from common.results import write_summary
 from common.plotting import plot_bars, save_grid
 from common.tables import write_table
 from common.training import (EpochSamples, Run, fixed_noise, get_device, resolve_precision, resolved, seed_everything,
@@ -76,7 +77,7 @@ def comparison_verdict(cg: dict, dc: dict | None) -> str:
 def compare_with_unconditional(cfg, metrics: dict, folder: Path) -> Path:
     """Table: the conditional model beside the unconditional DCGAN run (read from its metrics.json),
     and ``comparison_verdict.txt``, the sentence that reads it (report Q8)."""
-    dc_dir = Path(cfg.dcgan_run) if cfg.dcgan_run else run_path(COURSE, "", DCGAN_PART, quick=cfg.quick) / "default"
+    dc_dir = Path(cfg.dcgan_run) if cfg.dcgan_run else run_path(COURSE, DCGAN_PART, "default", quick=cfg.quick)
     keys = ["frechet_distance", "frechet_floor_train_vs_test", "class_entropy", "judge_confidence",
             "class_accuracy", "epochs", "quick", "mean_seconds_per_epoch", "n_samples"]
     rows = [{"model": "conditional DCGAN", **{k: metrics.get(k) for k in keys}}]
@@ -167,6 +168,7 @@ def main(argv=None) -> dict:
                **report, "grid_class_accuracy_per_row": grid_acc}
     run.write_metrics(metrics)
     md = compare_with_unconditional(cfg, metrics, folder)
+    write_summary(folder)
     print(f"[cgan] wrote {shown(folder)}: FD {report['frechet_distance']:.2f} (floor {report['frechet_floor_train_vs_test']:.2f}), "
           f"class accuracy {report['class_accuracy']:.3f}; {md.name}")
     return metrics

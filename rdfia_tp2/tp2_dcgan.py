@@ -25,7 +25,8 @@ from common import data as D
 from common.cli import BaseConfig, parse_config, run_main
 from common.loop import train_epochs
 from common.metrics import Evaluator
-from common.paths import run_dir, shown
+from common.paths import run_path, shown
+from common.results import write_summary
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
 from common.training import (EpochSamples, Run, fixed_noise, get_device, lerp, resolve_precision, resolved,
@@ -86,10 +87,11 @@ def experiment_names(spec: str) -> list[str]:
     return names
 
 
-def part_dir(cfg) -> Path:
-    """The folder holding one sub-folder per experiment (``--out-dir`` replaces it); quick runs
-    use ``dcgan_quick/``, so a smoke run never overwrites a full run."""
-    return run_dir(COURSE, "", PART, cfg.out_dir, quick=cfg.quick)
+def experiment_dir(cfg, name: str) -> Path:
+    """The run folder of one experiment (or of the comparison, ``name="comparison"``), not created:
+    ``outputs/rdfia_tp2/dcgan/<name>/``, ``<name>_quick/`` for a quick run; with ``--out-dir``,
+    ``<out-dir>/<name>/``."""
+    return run_path(COURSE, PART, name, Path(cfg.out_dir) / name if cfg.out_dir else None, quick=cfg.quick)
 
 
 def plot_interpolation(G, nz, device, precision, path, title, seed, value_range=(-1, 1)) -> None:
@@ -117,7 +119,7 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
     precision = resolve_precision(cfg.precision, device)
     split, x, y = load_data(cfg, device)
     info = split.info
-    folder = part_dir(cfg) / name
+    folder = experiment_dir(cfg, name)
     folder.mkdir(parents=True, exist_ok=True)
     run = Run(folder, {**cfg.to_dict(), "experiment": name, **resolved(device, precision, split.source),
                        "n_train": len(split)})
@@ -198,6 +200,7 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
         metrics.update({"frechet_distance": None,
                         "frechet_note": f"n/a: no judge classifier exists for {info.title}"})
     run.write_metrics(metrics)
+    write_summary(folder)
     print(f"[{name}] wrote {shown(folder)}" + (f" (FD {metrics['frechet_distance']:.2f}, floor "
                                         f"{metrics['frechet_floor_train_vs_test']:.2f})" if evaluator else ""))
     return metrics
@@ -208,11 +211,11 @@ COMPARE_COLUMNS = ["experiment", "dataset", "nz", "ngf", "ndf", "init", "g_loss_
                    "final_d_loss", "final_g_loss", "final_D_x", "final_D_G_z", "mean_seconds_per_epoch", "status"]
 
 
-def write_comparison(parent: Path, names: list[str], skipped: dict[str, str]) -> Path:
-    """One sample row per experiment (fixed noise of the run's nz and seed) and a table."""
+def write_comparison(folders: dict[str, Path], out: Path, skipped: dict[str, str]) -> Path:
+    """One sample row per experiment (``folders``: name -> run folder; fixed noise of the run's nz
+    and seed) and a table, into ``out``."""
     rows, panels, labels = [], [], []
-    for name in names:
-        folder = parent / name
+    for name, folder in folders.items():
         if name in skipped or not (folder / "metrics.json").exists():
             rows.append({"experiment": name, "status": skipped.get(name, "not run")})
             continue
@@ -226,7 +229,6 @@ def write_comparison(parent: Path, names: list[str], skipped: dict[str, str]) ->
         s = torch.load(folder / "comparison_samples.pt")
         panels.append(s.expand(-1, 3, -1, -1) if s.shape[1] == 1 else s)
         labels.append(name)
-    out = parent / "comparison"
     out.mkdir(parents=True, exist_ok=True)
     if panels:
         save_grid(torch.cat(panels), out / "comparison_samples.png", nrow=10, row_labels=labels,
@@ -239,7 +241,7 @@ def write_comparison(parent: Path, names: list[str], skipped: dict[str, str]) ->
                       log=spread > 20, fmt="%.0f")
         d_curves, g_curves = {}, {}
         for name in labels:
-            hist = json.loads((parent / name / "history.json").read_text())["epochs"]
+            hist = json.loads((folders[name] / "history.json").read_text())["epochs"]
             epochs = [r["epoch"] for r in hist]
             d_curves[name] = (epochs, [r["d_loss"] for r in hist])
             g_curves[name] = (epochs, [r["g_loss"] for r in hist])
@@ -268,7 +270,7 @@ def main(argv=None) -> dict:
             skipped[name] = "skipped: data missing"
             print(f"[{name}] skipped: {exc}")
     if len(names) > 1:
-        write_comparison(part_dir(cfg), names, skipped)
+        write_comparison({n: experiment_dir(cfg, n) for n in names}, experiment_dir(cfg, "comparison"), skipped)
     if missing is not None:  # the other runs and the comparison are written; still fail loudly
         raise missing
     return results

@@ -31,6 +31,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from common.courses import run_folders
+from common.paths import is_quick_name
 from helpers import ROOT
 from script_runner import ScriptRunner
 
@@ -52,28 +54,28 @@ class Script:
 
 
 SCRIPTS = [
-    Script("ee8520_hw2/hw2_step1_main.py", ("--epochs", "1", "--n-eval", "0"), "ee8520/step1/gan",
-           "ee8520/step1/gan_quick", ("--g-channels", "32", "64", "128")),
+    Script("ee8520_hw2/hw2_step1_main.py", ("--epochs", "1", "--n-eval", "0"), "ee8520_hw2/step1/gan",
+           "ee8520_hw2/step1/gan_quick", ("--g-channels", "32", "64", "128")),
     Script("ee8520_hw2/hw2_step2_main.py", ("--epochs", "1", "--channels", "8", "--n-layers", "2"),
            "ee8520/step2/pixelcnn", "ee8520/step2/pixelcnn_quick", ("--channels", "4")),
-    Script("ee8520_hw2/hw2_step3_main.py", ("--epochs", "1", "--n-eval", "0"), "ee8520/step3/vae",
-           "ee8520/step3/vae_quick", ("--hidden-dims", "32", "32", "16", "4")),
+    Script("ee8520_hw2/hw2_step3_main.py", ("--epochs", "1", "--n-eval", "0"), "ee8520_hw2/step3/vae",
+           "ee8520_hw2/step3/vae_quick", ("--hidden-dims", "32", "32", "16", "4")),
     Script("csc8851_hw2/wgan_gp.py", ("--epochs", "1", "--n-eval", "100", "--n-eval-psi", "50"),
            "csc8851_hw2/wgan_gp/default", "csc8851_hw2/wgan_gp/default_quick", ("--z-dim", "32"), exact=True),
     Script("assignment3/part2_training_stages.py", ("--epochs", "1",), "assignment3/stages/default",
-           "assignment3/stages/quick", ("--latent-dim", "50")),
+           "assignment3/stages/default_quick", ("--latent-dim", "50")),
     Script("assignment3/part2_batch_sizes.py", ("--epochs", "1", "--batch-sizes", "64"), "assignment3/batch_sizes/default",
-           "assignment3/batch_sizes/quick", ("--latent-dim", "50"),
+           "assignment3/batch_sizes/default_quick", ("--latent-dim", "50"),
            spans_epochs=("epoch_samples",)),  # evaluations at 1/4, 1/2 and all of the updates --epochs gives
     Script("assignment3/part2_lr_schedules.py", ("--epochs", "1",), "assignment3/schedules/default",
-           "assignment3/schedules/quick", ("--latent-dim", "50"), exact=None),
+           "assignment3/schedules/default_quick", ("--latent-dim", "50"), exact=None),
     Script("ece685d_hw5/problem1_dcgan.py", ("--epochs", "1",), "ece685d_hw5/problem1/dcgan",
            "ece685d_hw5/problem1/dcgan_quick", ("--nz", "50")),
     Script("ece685d_hw5/problem2_rbm.py", ("--epochs", "1", "--hidden", "16"), "ece685d_hw5/problem2/kmnist",
            "ece685d_hw5/problem2/kmnist_quick"),
-    Script("ece685d_hw5/problem3_vae.py", ("--epochs", "1", "--no-judge"), "ece685d_hw5/problem3/full",
-           "ece685d_hw5/problem3/quick"),
-    Script("rdfia_tp2/tp2_dcgan.py", ("--epochs", "1",), "rdfia_tp2/dcgan", "rdfia_tp2/dcgan_quick",
+    Script("ece685d_hw5/problem3_vae.py", ("--epochs", "1", "--no-judge"), "ece685d_hw5/problem3/default",
+           "ece685d_hw5/problem3/default_quick"),
+    Script("rdfia_tp2/tp2_dcgan.py", ("--epochs", "1",), "rdfia_tp2/dcgan/default", "rdfia_tp2/dcgan/default_quick",
            ("--ngf", "16"), exact=True),
     Script("rdfia_tp2/tp2_cgan.py", ("--epochs", "1", "--n-eval", "100"), "rdfia_tp2/cgan/default",
            "rdfia_tp2/cgan/default_quick", ("--nz", "50"), exact=True),
@@ -138,6 +140,11 @@ def test_a_quick_run_never_touches_the_full_runs_folder(tiny, outputs):
     quick = outputs / script.quick
     assert list(quick.rglob("checkpoint.pt")), f"no checkpoint in {quick}"
     assert all(json.loads(p.read_text()).get("quick") is True for p in quick.rglob("config.json"))
+    assert json.loads((quick / "summary.json").read_text())["quick"] is True  # the run's summary line
+    # every run folder of the course is a quick one (<run>_quick/) or one of the fake full runs
+    course = script.path.split("/")[0]
+    fulls = {outputs / s.full for s in SCRIPTS}
+    assert all(is_quick_name(r.name) or r in fulls for r in run_folders(outputs / course))
 
 
 @pytest.mark.parametrize("case", list(BAD_FLAGS))

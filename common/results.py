@@ -1,0 +1,469 @@
+"""Results on record: a one-line summary of every finished run, the committed ``results/`` files
+that keep the chosen ones, and the README tables made from them.
+
+    python -m common.results add outputs/ee8520_hw2/step1/gan ...   # copy runs' summaries into results/
+    python -m common.results tables                                 # rewrite the README tables (make results)
+    python -m common.results tables --check                         # exit 1 when a README table is stale
+
+Every script ends a run with :func:`write_summary`: ``summary.json`` in the run folder, one JSON
+object on one line: the course, part and run, date, git commit, machine (CPU model or GPU name),
+threads, precision, epochs, training and wall time, and the run's headline numbers, which its
+course's ``course.toml`` names with human labels and units (:class:`common.courses.Headline`).
+A quick run writes one too (``"quick": true``), so the smoke tests run the same code; only full
+runs go on record.
+
+``add`` appends the summaries to ``results/<course folder>.jsonl`` (one line per run; a run that
+has no summary.json, measured before summaries existed, is summarized from its metrics.json). A
+record whose numbers were typed into a README before this record existed has ``"status": "not yet
+re-run"`` (and what the README said of it in ``note``); a measured record of the same run on the
+same kind of device replaces it.
+
+A README holds a generated table between two markers; ``tables`` rewrites what lies between them:
+
+    <!-- results:ee8520_hw2 -->        every record of a course (its folder or key; ``ee8520_hw2/step2``: one part)
+    <!-- /results -->
+    <!-- results:overview -->          one row per run on record: its headline, its time on a CPU and on a GPU
+    <!-- /results -->
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from . import courses as _courses
+from .paths import ROOT, run_identity, shown
+
+SUMMARY = "summary.json"
+RESULTS = ROOT / "results"
+NOT_RERUN = "not yet re-run"
+MARKER = re.compile(r"(<!-- results:(?P<key>[\w\-./]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a run folder
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _config(folder: Path) -> dict:
+    """config.json of the run, or of its first sub-run (a study folder without one of its own)."""
+    cfg = _read_json(folder / "config.json")
+    if cfg:
+        return cfg
+    subs = sorted(p for p in folder.glob("*/config.json"))
+    return _read_json(subs[0]) if subs else {}
+
+
+def _lookup(obj, dotted: str) -> list[tuple[list[str], object]]:
+    """Every (``*`` matches, value) of a dotted key; ``*`` stands for each key at its level."""
+    found = [([], obj)]
+    for part in dotted.split("."):
+        nxt = []
+        for matched, o in found:
+            if not isinstance(o, dict):
+                continue
+            if part == "*":
+                nxt += [(matched + [k], v) for k, v in o.items()]
+            elif part in o:
+                nxt.append((matched, o[part]))
+        found = nxt
+    return found
+
+
+def _fill(key: str, matched: list[str]) -> str:
+    for m in matched:
+        key = key.replace("*", m, 1)
+    return key
+
+
+def _number(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def format_number(value, unit: str = "", fmt: str | None = None) -> str:
+    """``0.9931, "%"`` -> ``99.3%``; ``81.304, "nats", ".2f"`` -> ``81.30 nats``; None -> ``n/a``."""
+    v = _number(value)
+    if v is None:
+        return "n/a" if value is None else str(value)
+    if unit == "%":
+        return f"{v * 100:{fmt or '.1f'}}%"
+    text = format(v, fmt) if fmt else (str(int(v)) if v == int(v) and abs(v) < 1e6 else f"{v:.4g}")
+    return f"{text} {unit}" if unit else text
+
+
+def headline(folder: Path, kind) -> list[dict]:
+    """The headline numbers of the run in ``folder`` that ``kind`` (a :class:`common.courses.RunKind`,
+    or None) names: ``{"label", "value", "unit", "text"}`` (and ``floor``, ``floor_text``, ``better``),
+    in its order; ``text`` is the value as a reader sees it (``99.3%``, ``81.30 nats``)."""
+    out = []
+    for h in (kind.headline if kind else ()):
+        *subs, dotted = h.key.split("/")
+        folders = [folder]
+        for s in subs:  # a sub-run's metrics.json: "d_freq_2/frechet_distance", "*/frechet_distance"
+            folders = [f for d in folders for f in sorted(d.glob(s)) if f.is_dir()]
+        for f in folders:
+            prefix = [f.relative_to(folder).as_posix()] if subs and "*" in h.key.split("/", 1)[0] else []
+            metrics = _read_json(f / "metrics.json")
+            for matched, value in _lookup(metrics, dotted):
+                if isinstance(value, (dict, list)):
+                    continue
+                names = prefix + matched
+                label = h.label.format(*names) if "{}" in h.label else h.label
+                row = {"label": label, "value": value, "unit": h.unit,
+                       "text": format_number(value, h.unit, h.fmt)}
+                if h.floor:
+                    floors = [v for _, v in _lookup(metrics, _fill(h.floor, matched))]
+                    if floors and _number(floors[0]) is not None:
+                        row["floor"] = floors[0]
+                        row["floor_text"] = format_number(floors[0], h.unit, h.fmt)
+                if h.better:
+                    row["better"] = h.better
+                out.append(row)
+    return out
+
+
+def run_kind(identity: dict | None):
+    """The manifest's entry for a run (``{"course", "part", "run"}``), or None."""
+    if not identity:
+        return None
+    course = _courses.lookup(identity["course"])
+    return course.run_kind(identity["part"], identity["run"]) if course else None
+
+
+def trained_runs(folder: Path) -> int:
+    """How many runs trained in ``folder`` and below (one for a run, one per sub-run for a study):
+    the history.json files with epochs."""
+    return sum(1 for p in Path(folder).rglob("history.json") if _read_json(p).get("epochs"))
+
+
+def training_seconds(folder: Path) -> float | None:
+    """The epochs' seconds of every history.json in ``folder`` and below (every ``--resume``
+    included; an epoch of runs trained side by side counts its slowest process, ``seconds_wall``)."""
+    total, found = 0.0, False
+    for path in sorted(Path(folder).rglob("history.json")):
+        for row in _read_json(path).get("epochs", []):
+            s = row.get("seconds_wall", row.get("seconds"))
+            if _number(s) is not None:
+                total += s
+                found = True
+    return round(total, 1) if found else None
+
+
+def _epochs(folder: Path, metrics: dict, config: dict):
+    for v in (metrics.get("epochs"), config.get("epochs")):
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    rows = _read_json(folder / "history.json").get("epochs")
+    return len(rows) if rows else None
+
+
+# --------------------------------------------------------------------------------------------
+# The machine, the commit, the clock
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine(device: str) -> str:
+    """The GPU's name for a CUDA run (read in this process), else the CPU model."""
+    torch = sys.modules.get("torch")
+    if str(device).startswith("cuda") and torch is not None and torch.cuda.is_available():
+        index = torch.device(device).index or 0
+        return torch.cuda.get_device_name(index)
+    return cpu_model()
+
+
+def git_commit() -> str | None:
+    """The short commit checked out in the repository (None outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def process_seconds() -> float | None:
+    """Seconds since this process started (Linux), else None."""
+    try:
+        start = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        return round(float(Path("/proc/uptime").read_text().split()[0]) - start, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# The summary line
+
+
+def summarize(folder: Path, identity: dict | None = None, in_process: bool = True) -> dict:
+    """The summary of the run in ``folder`` from its config.json, metrics.json and history.json.
+    ``in_process``: this process ran it (its threads, wall time and GPU are read here); otherwise
+    the run is entered afterwards and only its files speak."""
+    folder = Path(folder)
+    identity = identity or run_identity(folder) or {"course": None, "part": None, "run": folder.name}
+    config, metrics = _config(folder), _read_json(folder / "metrics.json")
+    device = str(config.get("device_resolved") or metrics.get("device") or config.get("device") or "cpu")
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if in_process and torch is not None else config.get("threads")
+    quick = bool(identity.get("quick") or config.get("quick") is True or metrics.get("quick") is True)
+    return {"course": identity["course"], "part": identity["part"], "run": identity["run"], "quick": quick,
+            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": git_commit(),
+            "machine": machine(device) if in_process or not device.startswith("cuda") else "GPU (name not recorded)",
+            "device": device.split(":")[0], "threads": threads,
+            "precision": config.get("precision_resolved") or metrics.get("precision") or config.get("precision"),
+            "epochs": _epochs(folder, metrics, config), "runs": trained_runs(folder) or None,
+            "train_seconds": training_seconds(folder),
+            "wall_seconds": process_seconds() if in_process else None, "resumed": bool(config.get("resume")),
+            "headline": headline(folder, run_kind(identity)),
+            "source": SUMMARY if in_process else "metrics.json"}
+
+
+def write_summary(folder: Path) -> Path:
+    """End a run: write ``summary.json`` (one line) into its folder, after its metrics.json. Every
+    script calls this last, for the run folder it made; returns the file."""
+    path = Path(folder) / SUMMARY
+    path.write_text(json.dumps(summarize(folder), ensure_ascii=False) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# The record: results/<course folder>.jsonl
+
+
+def _course_file(course: str) -> Path:
+    return RESULTS / f"{course}.jsonl"
+
+
+def load(course: str | None = None) -> list[dict]:
+    """The records of one course (its folder), or of every course."""
+    files = [_course_file(course)] if course else sorted(RESULTS.glob("*.jsonl"))
+    return [json.loads(line) for f in files if f.is_file() for line in f.read_text().splitlines() if line.strip()]
+
+
+def _same_run(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("course", "part", "run"))
+
+
+def _order(course: str):
+    c = _courses.lookup(course)
+    parts = [p for p, _ in c.parts] if c else []
+    return lambda r: (parts.index(r["part"]) if r.get("part") in parts else len(parts), r.get("part") or "",
+                      r.get("run") or "", r.get("date") or "")
+
+
+def save(records: list[dict]) -> list[Path]:
+    """Write each course's records to its file, in the manifest's order of parts, then by run and date."""
+    written = []
+    for course in sorted({r["course"] for r in records}):
+        mine = sorted((r for r in records if r["course"] == course), key=_order(course))
+        path = _course_file(course)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in mine))
+        written.append(path)
+    return written
+
+
+def add(folders: list[Path], machine_name: str | None = None) -> list[dict]:
+    """Put the runs in ``folders`` on record: their summary.json (or, for a run measured before
+    summaries existed, a summary of its metrics.json); its run's records "not yet re-run" on the
+    same kind of device (CPU, CUDA) are replaced, and so is an earlier copy of the same summary. Raises ValueError (one line) for a
+    quick run, a folder that holds no finished run, or one outside ``outputs/<course>/<part>/``."""
+    added = []
+    for folder in map(Path, folders):
+        if not (folder / SUMMARY).is_file() and not (folder / "metrics.json").is_file():
+            raise ValueError(f"{shown(folder)} holds no {SUMMARY} or metrics.json: not a finished run")
+        record = _read_json(folder / SUMMARY) or summarize(folder, in_process=False)
+        if record.get("quick"):
+            raise ValueError(f"{shown(folder)} is a quick run; only full runs go on record")
+        if not record.get("course") or _courses.lookup(record["course"]) is None:
+            raise ValueError(f"{shown(folder)} is not a run folder outputs/<course folder>/<part>/<run>/ of a course")
+        if machine_name:
+            record["machine"] = machine_name
+        added.append(record)
+    records = load()
+    for new in added:  # it replaces its run's records not yet re-run on the same kind of device, and itself
+        records = [r for r in records if not (_same_run(r, new) and (
+            (r.get("status") == NOT_RERUN and r.get("device") == new.get("device")) or r.get("date") == new.get("date")))]
+        records.append(new)
+    save(records)
+    return added
+
+
+# --------------------------------------------------------------------------------------------
+# README tables
+
+
+def duration(seconds) -> str:
+    """``5400`` -> ``1.5 h``; ``95`` -> ``1.6 min``; ``12`` -> ``12 s``."""
+    s = _number(seconds)
+    if s is None:
+        return ""
+    if s >= 3600:
+        return f"{s / 3600:.1f} h"
+    if s >= 90:
+        return f"{s / 60:.0f} min"
+    return f"{s:.0f} s"
+
+
+def number_text(h: dict) -> str:
+    """One headline number as a sentence fragment: ``8.29 (floor 0.52)``."""
+    return h["text"] + (f" (floor {h['floor_text']})" if h.get("floor_text") else "")
+
+
+def _headline_text(r: dict) -> str:
+    return "; ".join(f"{h['label']} {number_text(h)}" for h in r.get("headline", [])) or "n/a"
+
+
+def _machine_text(r: dict) -> str:
+    threads = r.get("threads")
+    t = f", {threads} thread{'s' if threads != 1 else ''}" if isinstance(threads, int) and r.get("device") == "cpu" else ""
+    return f"{r.get('machine') or 'not recorded'}{t}"
+
+
+def _time_text(r: dict) -> str:
+    t = duration(r.get("train_seconds"))
+    epochs = r.get("epochs")
+    runs = r.get("runs") or 1
+    per = (f" ({duration(r['train_seconds'] / epochs)} an epoch)"
+           if t and isinstance(epochs, int) and epochs > 1 and runs == 1 else f" ({runs} runs)" if t and runs > 1 else "")
+    return (t + per) or duration(r.get("wall_seconds")) or "not recorded"
+
+
+def _when_text(r: dict) -> str:
+    note = f" ({r['note']})" if r.get("note") else ""
+    if r.get("status") == NOT_RERUN:
+        return NOT_RERUN + (f", numbers of {r['date'][:10]}" if r.get("date") else "") + note
+    return " ".join(x for x in (str(r.get("date", ""))[:10], f"`{r['commit']}`" if r.get("commit") else "") if x) + note
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(columns: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def course_table(key: str) -> str:
+    """Every record of a course (``key``: its folder or key, ``<course>/<part>`` for one part)."""
+    name, _, part = key.partition("/")
+    course = _courses.lookup(name)
+    if course is None:
+        raise ValueError(f"no course {name!r} for a results table")
+    records = [r for r in sorted(load(course.folder), key=_order(course.folder)) if not part or r.get("part") == part]
+    if not records:
+        return "No full run on record yet.\n"
+    rows = [[course.part_title(r["part"]), r["run"], _headline_text(r), str(r.get("epochs") or ""), _time_text(r),
+             _machine_text(r), str(r.get("precision") or ""), _when_text(r)] for r in records]
+    return _md_table(["part", "run", "headline numbers", "epochs", "training time", "machine", "precision",
+                      "measured"], rows)
+
+
+def overview_table() -> str:
+    """One row per run on record: its headline (the newest record's) and its training time on a
+    CPU and on a GPU (the newest record of each)."""
+    rows = []
+    for course in _courses.courses():
+        records = sorted(load(course.folder), key=_order(course.folder))
+        runs = list(dict.fromkeys((r["part"], r["run"]) for r in records))
+        for part, run in runs:
+            mine = [r for r in records if (r["part"], r["run"]) == (part, run)]
+            newest = mine[-1]
+            on = {dev: next((r for r in reversed(mine) if (r.get("device") == "cuda") == (dev == "gpu")), None)
+                  for dev in ("cpu", "gpu")}
+
+            def when(r):
+                if r is None:
+                    return ""
+                note = f" ({NOT_RERUN})" if r.get("status") == NOT_RERUN else ""
+                return f"{_time_text(r)}, {_machine_text(r)}{note}"
+
+            rows.append([course.title.split(":")[0], f"{course.part_title(part)} ({run})", _headline_text(newest),
+                         when(on["cpu"]), when(on["gpu"])])
+    if not rows:
+        return "No full run on record yet.\n"
+    return _md_table(["course", "part (run)", "headline numbers", "full run on a CPU", "full run on a GPU"], rows)
+
+
+def table(key: str) -> str:
+    return overview_table() if key == "overview" else course_table(key)
+
+
+def render(text: str) -> str:
+    """``text`` with every results table between its markers regenerated."""
+    return MARKER.sub(lambda m: m.group(1) + "\n" + table(m["key"]) + "\n" + m.group(4), text)
+
+
+def readmes() -> list[Path]:
+    """The READMEs that may hold results tables: the root's and each course's."""
+    return [p for p in [ROOT / "README.md", *(c.path / "README.md" for c in _courses.courses())] if p.is_file()]
+
+
+def stale(paths: list[Path] | None = None) -> list[Path]:
+    """The READMEs whose results tables differ from what ``results/`` gives now."""
+    return [p for p in (paths or readmes()) if render(p.read_text()) != p.read_text()]
+
+
+def write_tables(paths: list[Path] | None = None) -> list[Path]:
+    changed = stale(paths)
+    for p in changed:
+        p.write_text(render(p.read_text()))
+    return changed
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Results on record: results/ and the README tables made from it.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("add", help="copy the summaries of full runs into results/<course folder>.jsonl")
+    a.add_argument("folders", nargs="+", help="run folders: outputs/<course folder>/<part>/<run>")
+    a.add_argument("--machine", default=None, help="the machine's name, for a run entered after the fact")
+    t = sub.add_parser("tables", help="rewrite the results tables of the READMEs between their markers")
+    t.add_argument("--check", action="store_true", help="only say which READMEs are stale (exit 1 if any)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "add":
+            for r in add(args.folders, args.machine):
+                print(f"on record: {r['course']}/{r['part']}/{r['run']} ({r['date']}): {_headline_text(r)}")
+            changed = write_tables()
+            print(f"rewrote the results tables of {', '.join(str(shown(p)) for p in changed)}" if changed
+                  else "no README holds a table of these runs")
+            return
+        if args.check:
+            old = stale()
+            if old:
+                print("stale results tables in " + ", ".join(str(shown(p)) for p in old)
+                      + ": run python -m common.results tables", file=sys.stderr)
+                sys.exit(1)
+            print("every README results table is current")
+            return
+        changed = write_tables()
+        print("rewrote " + ", ".join(str(shown(p)) for p in changed) if changed else "every README results table is current")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
