@@ -1,14 +1,16 @@
-"""The results gallery: ``outputs/index.html``, one page with every figure and table of the runs.
+"""The results gallery: ``outputs/index.html``, one page with the headline numbers, figures and
+tables of every run.
 
     python -m common.gallery              # or: make gallery
     python -m common.gallery --outputs DIR --out DIR/index.html
 
-A section per course folder of ``outputs/``, a sub-section per part (``step1``, ``problem2``,
-...), and in it each run folder (one holding ``config.json`` or ``metrics.json``), newest first:
-the newest run of a part is open, older ones are folded. For each run: its key numbers (the
-scalars of ``metrics.json``), its tables (``*.md``, read from the ``.csv`` twin when there is one),
-and every PNG under it with a caption made from its file name. Images are linked by relative
-path, so the page works where it lies and needs no network.
+A section per course folder of ``outputs/`` (then the notebooks'). It opens with one card per
+part: the part's main run (the first kind its ``course.toml`` lists that has a run, its newest
+full run, else its newest quick one), with its headline numbers under human labels and units and
+its best figure. Below, per part, every run folder ``<part>/<run>/`` (``common.courses.run_folders``,
+the quick ones named ``<run>_quick``), newest first, the card's run open: its numbers, figures,
+tables, and its whole metrics.json folded. Images and files are linked by relative path, so the
+page works where it lies and needs no network.
 """
 from __future__ import annotations
 
@@ -19,11 +21,12 @@ import json
 import os
 from pathlib import Path
 
-from .courses import courses as known_courses
-from .paths import OUTPUTS, shown
-from .runs import _stamp, fmt_value, is_run_folder, read_table, table_html
+from . import courses as _courses
+from .paths import OUTPUTS, full_name, shown
+from .results import headline, number_text
+from .runs import _stamp, is_quick_run, read_table, table_html
 
-MAX_KEYS = 40
+MAX_FIGURES = 24  # figures shown in a run's grid before the rest is folded
 
 
 def caption(path: Path, run: Path) -> str:
@@ -33,63 +36,12 @@ def caption(path: Path, run: Path) -> str:
     return " / ".join([*rel.parts[:-1], words])
 
 
-def key_numbers(metrics: dict, prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:
-    """The scalar entries of ``metrics`` (two levels of nesting), as (dotted key, text)."""
-    out = []
-    for k, v in metrics.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and depth < 2:
-            out += key_numbers(v, key + ".", depth + 1)
-        elif isinstance(v, (int, float, bool)) or v is None or (isinstance(v, str) and len(v) <= 80):
-            out.append((key, fmt_value(v)))
-    return out
+def _e(text) -> str:
+    return _html.escape(str(text))
 
 
-def run_folders(part: Path) -> list[Path]:
-    """The top run folders under ``part`` (a run folder's own sub-runs stay inside it), newest first."""
-    found = []
-
-    def walk(d: Path):
-        if is_run_folder(d) or (d != part and any(p.suffix in (".png", ".md") for p in d.iterdir() if p.is_file())):
-            found.append(d)
-            return
-        for c in sorted(d.iterdir()):
-            if c.is_dir():
-                walk(c)
-
-    walk(part)
-    return sorted(found, key=_stamp, reverse=True)
-
-
-def run_html(run: Path, index_dir: Path, course_dir: Path, open_: bool) -> str:
-    cfg = _read(run / "config.json")
-    metrics = _read(run / "metrics.json")
-    quick = cfg.get("quick") is True or metrics.get("quick") is True or any(
-        _read(c / "config.json").get("quick") is True for c in run.iterdir() if c.is_dir())
-    when = _dt.datetime.fromtimestamp(_stamp(run), _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    badge = '<span class="quick">quick run</span>' if quick else '<span class="full">full run</span>'
-    rel = run.relative_to(course_dir.parent)
-    parts = [f"<summary><code>{_html.escape(str(rel))}</code> {badge} <span class=\"when\">{when}</span></summary>"]
-    numbers = key_numbers(metrics)
-    if numbers:
-        rows = "".join(f"<div><span>{_html.escape(k)}</span> <b>{v}</b></div>" for k, v in numbers[:MAX_KEYS])
-        more = f"<p class=\"note\">{len(numbers) - MAX_KEYS} more in metrics.json</p>" if len(numbers) > MAX_KEYS else ""
-        parts.append(f'<p class="label">key numbers (metrics.json)</p><div class="keys">{rows}</div>{more}')
-    for md in sorted(run.rglob("*.md")):
-        table = read_table(md)
-        if table is not None:
-            title = table[0] or caption(md, run)
-            parts.append(table_html(title, table[1], table[2]))
-    figures = []
-    for png in sorted(run.rglob("*.png")):
-        src = Path(os.path.relpath(png, index_dir)).as_posix()
-        figures.append(f'<figure><a href="{_html.escape(src)}"><img loading="lazy" src="{_html.escape(src)}" '
-                       f'alt="{_html.escape(png.name)}"></a><figcaption>{_html.escape(caption(png, run))}</figcaption></figure>')
-    if figures:
-        parts.append('<div class="grid">' + "".join(figures) + "</div>")
-    else:
-        parts.append('<p class="note">no figures yet</p>')
-    return f'<details{" open" if open_ else ""}>' + "".join(parts) + "</details>"
+def _rel(path: Path, index_dir: Path) -> str:
+    return Path(os.path.relpath(path, index_dir)).as_posix()
 
 
 def _read(path: Path) -> dict:
@@ -99,23 +51,142 @@ def _read(path: Path) -> dict:
         return {}
 
 
+def _badge(run: Path) -> str:
+    return '<span class="quick">quick run</span>' if is_quick_run(run) else '<span class="full">full run</span>'
+
+
+def _when(run: Path) -> str:
+    return _dt.datetime.fromtimestamp(_stamp(run), _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def numbers_html(rows: list[dict]) -> str:
+    """Headline numbers: a human label, the value with its unit, the floor it is read against."""
+    if not rows:
+        return ""
+    items = []
+    for h in rows:
+        floor = f'<span class="floor">floor {_e(h["floor_text"])}</span>' if h.get("floor_text") else ""
+        hint = f' title="{_e(h["better"])} is better"' if h.get("better") else ""
+        arrow = {"lower": " &darr;", "higher": " &uarr;"}.get(h.get("better"), "")
+        items.append(f'<div{hint}><dt>{_e(h["label"])}{arrow}</dt><dd><b>{_e(h["text"])}</b>{floor}</dd></div>')
+    return f'<dl class="numbers">{"".join(items)}</dl>'
+
+
+def _figure(png: Path, run: Path, index_dir: Path, cls: str = "") -> str:
+    src = _e(_rel(png, index_dir))
+    return (f'<figure class="{cls}"><a href="{src}"><img loading="lazy" src="{src}" alt="{_e(png.name)}"></a>'
+            f'<figcaption>{_e(caption(png, run))}</figcaption></figure>')
+
+
+def best_figure(run: Path, kind) -> Path | None:
+    """The run's best figure: the one its manifest names, else its first PNG (outside imgs/)."""
+    if kind is not None and kind.figure and (run / kind.figure).is_file():
+        return run / kind.figure
+    pngs = sorted(run.glob("*.png")) or sorted(run.rglob("*.png"))
+    return pngs[0] if pngs else None
+
+
+class Part:
+    """One part folder of a course's outputs: its runs, newest first, and the run its card shows."""
+
+    def __init__(self, course, folder: Path, runs: list[Path]):
+        self.course, self.folder = course, folder
+        self.runs = sorted(runs, key=_stamp, reverse=True)
+        self.main = self._main()
+
+    def kind(self, run: Path):
+        return self.course.run_kind(self.folder.name, full_name(run.name)) if self.course else None
+
+    def _main(self) -> Path | None:
+        if not self.runs:
+            return None
+        kinds = list(self.course.runs) if self.course else []
+        ranked = sorted(self.runs, key=lambda r: (is_quick_run(r), -_stamp(r)))  # full runs first, then newest
+        for kind in kinds:
+            for r in ranked:
+                if self.kind(r) is kind:
+                    return r
+        return ranked[0]
+
+    @property
+    def title(self) -> str:
+        return self.course.part_title(self.folder.name) if self.course else self.folder.name
+
+
+def card_html(part: Part, index_dir: Path) -> str:
+    run = part.main
+    kind = part.kind(run)
+    fig = best_figure(run, kind)
+    img = (f'<a href="{_e(_rel(fig, index_dir))}"><img src="{_e(_rel(fig, index_dir))}" alt="{_e(fig.name)}"></a>'
+           f'<p class="note">{_e(caption(fig, run))}</p>') if fig else '<p class="note">no figure yet</p>'
+    numbers = numbers_html(headline(run, kind)) or '<p class="note">no headline numbers for this run</p>'
+    return (f'<div class="card"><h3><a href="#{_e(_anchor(run, index_dir))}">{_e(part.title)}</a></h3>'
+            f'<p class="run"><code>{_e(run.name)}</code> {_badge(run)}</p>{numbers}{img}</div>')
+
+
+def _anchor(run: Path, index_dir: Path) -> str:
+    return _rel(run, index_dir).replace("/", "-")
+
+
+def run_html(run: Path, kind, index_dir: Path, open_: bool) -> str:
+    parts = [f'<summary><code>{_e(_rel(run, index_dir))}/</code> {_badge(run)} <span class="when">{_when(run)}</span>'
+             f"</summary>"]
+    parts.append(numbers_html(headline(run, kind)))
+    # the skeleton's copies in imgs/ of figures the run folder holds too are shown once
+    pngs = [p for p in sorted(run.rglob("*.png")) if not (p.parent == run / "imgs" and (run / p.name).is_file())]
+    fig = best_figure(run, kind)
+    top = [p for p in pngs if p.parent == run or p.parent == run / "imgs"]
+    subs = [p for p in pngs if p not in top]
+    ordered = ([fig] if fig in top else []) + [p for p in top if p != fig]
+    if ordered:
+        shown_now, rest = ordered[:MAX_FIGURES], ordered[MAX_FIGURES:]
+        parts.append('<div class="grid">' + "".join(_figure(p, run, index_dir) for p in shown_now) + "</div>")
+        subs = rest + subs
+    if subs:
+        groups = sorted({p.relative_to(run).parts[0] for p in subs})
+        parts.append(f'<details class="sub"><summary>{len(subs)} more figures ({_e(", ".join(groups))})</summary>'
+                     '<div class="grid">' + "".join(_figure(p, run, index_dir, "small") for p in subs) + "</div></details>")
+    if not pngs:
+        parts.append('<p class="note">no figures yet</p>')
+    for md in sorted(run.rglob("*.md")):
+        table = read_table(md)
+        if table is not None and table[1]:
+            parts.append(table_html(table[0] or caption(md, run), table[1], table[2]))
+    for name, what in (("metrics.json", "every number the run wrote"), ("config.json", "the settings it ran with")):
+        path = run / name
+        if path.is_file():
+            text = json.dumps(_read(path), indent=2)
+            parts.append(f'<details class="json"><summary>{name}: {what} &middot; '
+                         f'<a href="{_e(_rel(path, index_dir))}">open the file</a></summary><pre>{_e(text)}</pre></details>')
+    return f'<details id="{_e(_anchor(run, index_dir))}" class="run"{" open" if open_ else ""}>' + "".join(parts) + "</details>"
+
+
 CSS = """
-body { font-family: system-ui, "DejaVu Sans", sans-serif; margin: 20px 28px; color: #111; background: #fff; }
-h1 { font-size: 24px; } h2 { font-size: 20px; border-bottom: 2px solid #333; margin-top: 30px; }
-h3 { font-size: 16px; margin: 16px 0 6px; } nav a { margin-right: 14px; }
-details { margin: 6px 0 14px; border: 1px solid #ccc; border-radius: 6px; padding: 6px 10px; }
-summary { cursor: pointer; font-size: 14px; } .when { color: #666; font-size: 12px; }
+body { font-family: system-ui, "DejaVu Sans", sans-serif; margin: 16px 28px; color: #111; background: #fff; }
+h1 { font-size: 24px; margin: 0 0 4px; } h2 { font-size: 20px; border-bottom: 2px solid #333; margin: 28px 0 10px; }
+h3 { font-size: 15px; margin: 0 0 4px; } h4 { font-size: 15px; margin: 18px 0 6px; }
+nav a { margin-right: 14px; } a { color: #0645ad; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); gap: 14px; }
+.card { border: 1px solid #ccc; border-radius: 8px; padding: 10px 12px; background: #fafafa; }
+.card img { width: 100%; max-height: 420px; object-fit: contain; border: 1px solid #ddd; background: #fff; }
+.card .run { margin: 0 0 6px; font-size: 12px; }
+.numbers { margin: 4px 0 8px; font-size: 13px; max-width: 560px; }
+.numbers div { display: flex; justify-content: space-between; gap: 12px; border-bottom: 1px dotted #ccc; padding: 2px 0; }
+.numbers dt { color: #333; } .numbers dd { margin: 0; text-align: right; white-space: nowrap; }
+.numbers b { font-size: 14px; } .floor { color: #666; font-size: 11px; margin-left: 6px; }
+details.run { margin: 6px 0 12px; border: 1px solid #ccc; border-radius: 6px; padding: 6px 10px; }
+details summary { cursor: pointer; font-size: 13px; } .when { color: #666; font-size: 12px; }
+details.json pre { max-height: 420px; overflow: auto; background: #f4f4f4; padding: 8px; font-size: 11px; }
 .quick { background: #ffe2b3; color: #7a4400; padding: 1px 6px; border-radius: 4px; font-size: 12px; }
 .full { background: #d6f5d6; color: #145214; padding: 1px 6px; border-radius: 4px; font-size: 12px; }
-.grid { display: flex; flex-wrap: wrap; gap: 12px; }
-figure { margin: 0; width: 360px; } figure img { width: 100%; border: 1px solid #ddd; background: #fff; }
+.grid { display: flex; flex-wrap: wrap; gap: 12px; margin: 6px 0; }
+figure { margin: 0; width: 360px; } figure.small { width: 220px; }
+figure img { width: 100%; border: 1px solid #ddd; background: #fff; }
 figcaption { font-size: 12px; color: #333; }
 table { border-collapse: collapse; margin: 8px 0; font-size: 12px; }
 td, th { border: 1px solid #bbb; padding: 2px 6px; text-align: right; } th { background: #eee; }
 td:first-child, td.t { text-align: left; } caption { text-align: left; font-weight: bold; font-size: 12px; }
-.note { color: #666; font-size: 12px; } .label { font-weight: bold; font-size: 12px; margin: 6px 0 2px; }
-.keys { columns: 17em; column-gap: 24px; font-size: 12px; } .keys div { break-inside: avoid; border-bottom: 1px dotted #ddd; }
-.keys div { display: flex; justify-content: space-between; gap: 10px; } .keys span { overflow-wrap: anywhere; } .keys b { font-weight: 600; white-space: nowrap; }
+.note { color: #666; font-size: 12px; margin: 2px 0; }
 """
 
 
@@ -123,34 +194,40 @@ def build_gallery(outputs: Path | None = None, out: Path | None = None) -> Path:
     outputs = Path(outputs) if outputs else OUTPUTS
     out = Path(out) if out else outputs / "index.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    courses = sorted(d for d in outputs.iterdir() if d.is_dir()) if outputs.is_dir() else []
+    index_dir = out.parent
     sections, nav = [], []
-    titles = {c.outputs: c.title for c in known_courses()}
-    for course in courses:
-        parts = sorted(p for p in course.iterdir() if p.is_dir())
-        blocks = []
-        for part in parts:
-            runs = run_folders(part)
-            if runs:
-                blocks.append(f"<h3>{_html.escape(part.name)}</h3>" +
-                              "".join(run_html(r, out.parent, course, open_=(i == 0)) for i, r in enumerate(runs)))
-        if blocks:
-            title = titles.get(course.name, course.name)
-            nav.append(f'<a href="#{_html.escape(course.name)}">{_html.escape(title)}</a>')
-            sections.append(f'<section id="{_html.escape(course.name)}"><h2>{_html.escape(title)}</h2>{"".join(blocks)}</section>')
+    for top in _courses.output_folders(outputs):
+        course = _courses.lookup(top.name)
+        runs = _courses.run_folders(top)  # outputs/<course>/<part>/<run>[_quick]/
+        folders = sorted({r.parent for r in runs}, key=lambda p: _part_order(course, p.name))
+        parts = [Part(course, f, [r for r in runs if r.parent == f]) for f in folders]
+        if not parts:
+            continue
+        title = course.title if course else top.name
+        cards = '<div class="cards">' + "".join(card_html(p, index_dir) for p in parts) + "</div>"
+        blocks = [f"<h4>{_e(p.title)}</h4>" + "".join(run_html(r, p.kind(r), index_dir, open_=(r == p.main))
+                                                      for r in p.runs) for p in parts]
+        nav.append(f'<a href="#{_e(top.name)}">{_e(title)}</a>')
+        sections.append(f'<section id="{_e(top.name)}"><h2>{_e(title)}</h2>{cards}{"".join(blocks)}</section>')
     if not sections:
         sections.append('<p class="note">No runs yet: run a course target (for example <code>make demo</code>) first.</p>')
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out.write_text(f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Results gallery</title><style>{CSS}</style></head>'
-                   f'<body><h1>Results gallery</h1><p class="note">Built {stamp} from <code>{_html.escape(str(outputs))}</code>. '
-                   f'The newest run of each part is open; older runs are folded.</p><nav>{"".join(nav)}</nav>'
-                   f'{"".join(sections)}</body></html>\n')
+                   f'<body><h1>Results gallery</h1><p class="note">Built {stamp} from the run folders beside this page. '
+                   f'Each course opens with a card per part (its main run: the newest full run, else the newest quick '
+                   f'one); every run follows, with its figures, tables and metrics.json. &darr; lower is better, '
+                   f'&uarr; higher is better.</p><nav>{"".join(nav)}</nav>{"".join(sections)}</body></html>\n')
     print(f"wrote {shown(out)}")
     return out
 
 
+def _part_order(course, name: str):
+    order = [p for p, _ in course.parts] if course else []
+    return (order.index(name) if name in order else len(order), name)
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Write outputs/index.html: every figure and table of the runs.")
+    parser = argparse.ArgumentParser(description="Write outputs/index.html: the headline numbers, figures and tables of every run.")
     parser.add_argument("--outputs", default=None, help="the outputs folder (default: outputs/)")
     parser.add_argument("--out", default=None, help="the page to write (default: <outputs>/index.html)")
     args = parser.parse_args(argv)

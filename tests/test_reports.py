@@ -1,5 +1,5 @@
-"""common.report and common.gallery: reports filled from (fake) run folders, the quick banner, the
-"not yet run" fallback, math kept away from Markdown, the PDF and the gallery page.
+"""common.report: reports filled from (fake) run folders, the quick banner, the "not yet run"
+fallback, math kept away from Markdown and the PDF (the gallery: tests/test_gallery.py).
 
 The runs are fakes written into tmp_path from what each report.md reads (``report.references``),
 so these tests need no training, no data and no network."""
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import deliver, gallery, report
-from common.courses import courses, figures
+from common import deliver, report
+from common.courses import courses
 from helpers import ROOT
 
 REPORTS = {c.key: c.path / c.report for c in courses() if c.report}
@@ -197,64 +197,3 @@ def test_report_pdf_renders_with_typeset_math(tmp_path):
     assert "Built from quick runs" in first
     text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout
     assert "$$" not in text and "\\frac" not in text and "Math Processing Error" not in text
-
-
-def fake_outputs(root: Path) -> list[Path]:
-    pngs = [root / "courseA/part1/run1/loss_curves.png", root / "courseA/part1/run1/sub/samples.png",
-            root / "courseA/part2/study/a/grid.png", root / "courseB/problem1/dcgan/generated_samples.png"]
-    for i, p in enumerate(pngs):
-        _png(p, seed=i)
-    _update_json(root / "courseA/part1/run1/metrics.json", lambda d: d.update(frechet_distance=12.5, nested={"acc": 0.97}))
-    _update_json(root / "courseA/part1/run1/config.json", lambda d: d.update(quick=True))
-    _update_json(root / "courseA/part2/study/a/config.json", lambda d: d.update(quick=False))
-    (root / "courseA/part2/study/table.md").write_text("### Study table\n\n| k | v |\n|---|---|\n| a | 1.5 |\n")
-    _update_json(root / "courseB/problem1/dcgan/metrics.json", lambda d: d.update(epochs=20))
-    return pngs
-
-
-def test_gallery_lists_every_figure_and_table(tmp_path):
-    pngs = fake_outputs(tmp_path / "outputs")
-    page = gallery.build_gallery(tmp_path / "outputs")
-    html = page.read_text()
-    assert page == tmp_path / "outputs/index.html"
-    for p in pngs:
-        assert f'src="{p.relative_to(tmp_path / "outputs").as_posix()}"' in html
-    assert "loss curves" in html and "sub / samples" in html  # captions from the file names
-    assert "frechet_distance" in html and "12.5" in html and "nested.acc" in html
-    assert "Study table" in html and "quick run" in html
-    assert html.count('<section id="') == 2
-
-
-@pytest.mark.skipif(deliver.chromium() is None, reason="Chromium not installed (apt-get install chromium)")
-def test_gallery_renders_in_headless_chromium(tmp_path):
-    import tempfile
-
-    fake_outputs(tmp_path / "outputs")
-    page = gallery.build_gallery(tmp_path / "outputs")
-    shot = tmp_path / "shot.png"
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([deliver.chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                        "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-                        "--allow-file-access-from-files", "--virtual-time-budget=3000", "--window-size=1000,800",
-                        f"--screenshot={shot}", page.as_uri()], check=True, capture_output=True, timeout=120)
-    img = np.asarray(Image.open(shot).convert("RGB")).astype(float)
-    assert img.std() > 10  # not a blank page
-    assert (np.abs(np.diff(img, axis=2)).sum(2) > 60).mean() > 0.01  # the colourful fake figures are drawn
-
-
-def test_demo_lists_each_quick_run_folder_and_its_figures(tmp_path):
-    course = courses()[0]
-    for run, pngs in (("a/default_quick", 2), ("a/default", 1), ("b/x_quick", 0)):
-        (tmp_path / course.outputs / run / "imgs").mkdir(parents=True)
-        for i in range(pngs):
-            (tmp_path / course.outputs / run / "imgs" / f"{i}.png").touch()
-    (tmp_path / "notebooks" / "nb_quick" / "figures_quick").mkdir(parents=True)  # a notebook's own layout
-    (tmp_path / "notebooks" / "nb_quick" / "figures_quick" / "f.png").touch()
-    quick = figures(quick=True, outputs=tmp_path)
-    assert quick[0] == f"{course.title}:" and "notebooks:" in quick
-    assert any(line.endswith("default_quick/  (2 PNGs)") for line in quick)
-    assert any(line.endswith("x_quick/  (0 PNGs)") for line in quick)
-    assert any(line.endswith("nb_quick/figures_quick/  (1 PNG)") for line in quick)
-    assert not any(line.endswith("a/default/  (1 PNG)") for line in quick)
-    assert figures(quick=False, outputs=tmp_path)[1].endswith("default/  (1 PNG)")
-    assert figures(quick=True, outputs=tmp_path / "none") == []
