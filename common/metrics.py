@@ -159,7 +159,7 @@ def get_judge(dataset: str, device="cpu", quick: bool = False, data_root=None) -
     path = full if full.exists() or not quick else _judge_path(dataset, True, data_root)
     if not path.exists():
         print(f"[judge] no {dataset} judge cached at {shown(path)}: training one"
-              + (" (quick)" if quick else " (a few minutes; `make judges` does this ahead of time)"))
+              + (" (quick)" if quick else " (a few minutes, once: it is cached for later runs)"))
         model, info = train_judge(dataset, device=device, quick=quick, data_root=data_root)
         save_judge(model, info, path)
     ckpt = torch.load(path, map_location="cpu", weights_only=False)

@@ -67,7 +67,7 @@ def run_path(course: str, part: str, name: str, out_dir: str | os.PathLike | Non
     run the same path with ``_quick`` appended to the run folder's name
     (``outputs/<course folder>/<part>/<name>_quick/``), so a smoke run never touches a full run's
     files. ``out_dir`` (``--out-dir``), when given, is taken as it is. The one rule that names
-    run folders: scripts, reports, the gallery and ``make demo`` all go through it."""
+    run folders: every script, report and listing of runs goes through it."""
     if out_dir:
         return Path(out_dir).expanduser().resolve()
     if not (course and part and name):

@@ -51,8 +51,8 @@ def use_huge_pages() -> None:
     """Put large CPU tensors on transparent huge pages, for a script whose step is bound by fresh
     activations of tens of MB: PyTorch then advises every CPU buffer of 2 MB or more as
     MADV_HUGEPAGE (Linux only), and page faults fall about 10x. It helps where page faults cost
-    much (the EE 8520 PixelCNN step: -5%, median of seven alternated pairs) and can hurt
-    elsewhere (the RDFIA cGAN step: +15%), so a script opts in. PyTorch reads
+    much (a PixelCNN step: -5%, median of seven alternated pairs) and can hurt elsewhere (a
+    conditional DCGAN step: +15%), so a script opts in. PyTorch reads
     THP_MEM_ALLOC_ENABLE once, at its first CPU tensor: call this at import, before any tensor
     exists. THP_MEM_ALLOC_ENABLE=0 in the environment wins."""
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
@@ -121,7 +121,7 @@ def get_device(name: str | None = None) -> torch.device:
         device = torch.device("mps")
     else:
         device = torch.device("cpu")
-    # Denormal floats made CPU GAN steps ~3x slower on these machines (measured for the course benchmarks).
+    # Denormal floats make CPU GAN steps up to ~3x slower (measured side by side).
     torch.set_flush_denormal(True)
     return device
 
@@ -137,10 +137,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` -> bf16 autocast where the hardware has it (CUDA with bf16, a CPU with bf16
     instructions), else fp32.
 
-    The benchmarks and full runs back this for every model the courses train in this mode: bf16
-    keeps PixelCNN test NLL within 0.3 nats of fp32 (``make bench``); full runs in bf16 matched or
-    beat fp32 from the same seed for the RDFIA DCGAN, the CSC 8851 WGAN-GP and the Assignment 3
-    MLP GAN (two seeds); and it is 1.5-3x faster on a bf16 CPU (course READMEs). An explicit
+    Measured for the models trained in this mode: bf16 keeps PixelCNN test NLL within 0.3 nats of
+    fp32; full runs in bf16 matched or beat fp32 from the same seed for a DCGAN, a WGAN-GP and an
+    MLP GAN (two seeds); and it is 1.5-3x faster on a bf16 CPU. An explicit
     ``bf16`` on a CPU without bf16 instructions (AVX2 only) is kept but warned about: it is
     emulated there, hundreds of times slower than fp32 for a matmul.
     """
