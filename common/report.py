@@ -9,29 +9,43 @@ course's folder under ``outputs/`` and the runs it reads, each with the make tar
     ---
     title: EE 8520 Homework 2
     pdf: {name}_EE8520_F25.pdf
-    outputs: ee8520
+    outputs: ee8520_hw2
     max-pages: 3                                  (optional: warn when the PDF is longer)
     compact: yes                                  (optional: smaller type and margins, for a page limit)
     run gan: step1/gan | make ee8520-step1
     run p1: problem1/* | make ece685d-p1         (/*: the newest run folder under problem1/)
     ---
 
-Placeholders in the body (filled before Markdown sees the text, so they work in tables too):
+Placeholders in the body (filled before Markdown sees the text, so they work in tables too;
+innermost first, so a caption or a column label may hold a value):
 
     {{ gan.metrics.frechet_distance:.2f }}    a value of the run's metrics.json (dotted keys, format spec optional)
-    {{ gan.config.epochs }}                   a value of its config.json
+    {{ gan.config.epochs }}                   a value of its config.json (a list reads "11 and 16")
     {{ abl/d_freq_2.metrics.final_d_loss }}   the same, in a sub-folder of the run
+    {{ = every(st.config.snapshot_every, "epoch") }}   a computed value ("every epoch"; common.verdicts)
     {{ table: abl/ablation_table }}           a table the run wrote (<stem>.csv, else <stem>.md)
+    {{ table: bs/batch_sizes | caption | batch_size = batch size; fd_final = final FD :.1f | old -> new }}
+                                              its caption, the columns shown (label, format), rows renamed
     {{ figure: gan/loss_monitoring.png | caption | 60% }}   a figure (caption and width optional)
     {{ text: sweep/chosen.txt }}              the text of a small file the run wrote, inline
     {{ markdown: sc/conclusion.md }}          a Markdown file the run wrote, as a block (its title dropped)
     {{ name }}                                the --name given
 
-A run, file or key that does not exist renders as a visible "(not yet run: make <target>)": a
-report builds at every stage of the work. Numbers are never typed into the source by hand. When a
-run the report reads was a ``--quick`` run (``"quick": true`` in its config.json or metrics.json),
-the first page says so. Math is written as ``$...$`` and ``$$...$$`` and kept away from Markdown,
-then typeset by the MathJax copy of ``common.deliver.mathjax_url()`` (offline).
+Sentences that state a result are verdicts, chosen by the numbers (expressions: ``common.verdicts``):
+
+    {% set best = argmin(bs.metrics.runs, "fd_equal_epochs") %}
+    {% if sat.metrics.frechet_distance > 1.5 * dc.metrics.frechet_distance %}
+    the saturating loss trained much worse ...
+    {% elif ... %} ... {% else %} ... {% endif %}
+
+A tag alone on its line takes its line break with it, so a verdict stays inside its paragraph.
+Tables show readable column names and one number format per column (``common.tables``).
+
+A run, file or key that does not exist renders as a visible "(not yet run: make <target>)", and so
+does a verdict that reads it; the first page then carries a banner that counts them: a report
+builds at every stage of the work. When a run the report reads was a ``--quick`` run, the first
+page says so too. Math is written as ``$...$`` and ``$$...$$`` and kept away from Markdown, then
+typeset by the MathJax copy of ``common.deliver.mathjax_url()`` (offline).
 
 Finding the runs and filling the placeholders: ``common.runs``. Here: Markdown with math to one HTML
 page, and the PDF (``common.deliver.html_to_pdf``, Chromium).
@@ -129,6 +143,22 @@ def quick_banner(runs: list[RunRef]) -> str:
             "again.</div>")
 
 
+def missing_banner(body: str, runs: list[RunRef]) -> str:
+    """Page 1 of a report that still has placeholders: how many, and which runs are missing or incomplete."""
+    n = body.count('class="missing"')
+    if not n:
+        return ""
+    targets = sorted(set(_html.unescape(t) for t in re.findall(r'class="missing">\(not yet run: ([^)]*)\)', body)))
+    absent = [r for r in runs if r.folder is None]
+    which = ("runs not made yet: " + ", ".join(f"<code>{_html.escape(r.alias)}</code>" for r in absent) + "; "
+             if absent else "")
+    return (f'<div class="banner"><b>Incomplete report: {n} placeholder{"s" if n != 1 else ""}.</b> '
+            f"Some values this report reads are not there yet ({which}a run, a file or a key), so "
+            f"{n} number{'s, tables, figures or verdicts' if n != 1 else ', table, figure or verdict'} below "
+            f"read \"not yet run\" instead of a result. To fill {'them' if n != 1 else 'it'}: "
+            f"{_html.escape(', '.join(targets))}, then build the report again.</div>")
+
+
 def provenance(src: Source, outputs_root: Path) -> str:
     """One small paragraph: which run folder each name stands for, when it was written, quick or full."""
     items = []
@@ -150,17 +180,25 @@ def provenance(src: Source, outputs_root: Path) -> str:
     return '<p class="provenance"><b>Runs this report was built from.</b> ' + "; ".join(items) + ".</p>"
 
 
-def render_html(source: Path, name: str, outputs_root: Path | None = None) -> str:
-    """The whole report page as HTML (MathJax from the local copy)."""
-    from .deliver import mathjax_url
-
+def fill_source(source: Path, name: str, outputs_root: Path | None = None) -> tuple[Source, str]:
+    """The report source with its runs found under ``outputs_root`` and its body filled (Markdown):
+    (the source, which records each verdict's chosen branch in ``verdicts``, and the text)."""
     src = parse_source(source)
     outputs_root = Path(outputs_root) if outputs_root else OUTPUTS
     course_out = outputs_root / src.meta.get("outputs", "")
     for r in src.runs.values():
         spec, newest = (r.spec[:-2], True) if r.spec.endswith("/*") else (r.spec, False)
         r.folder = resolve_run(course_out / spec, newest)
-    body = markdown_with_math(fill(src, name))
+    return src, fill(src, name)
+
+
+def render_html(source: Path, name: str, outputs_root: Path | None = None) -> str:
+    """The whole report page as HTML (MathJax from the local copy)."""
+    from .deliver import mathjax_url
+
+    outputs_root = Path(outputs_root) if outputs_root else OUTPUTS
+    src, text = fill_source(source, name, outputs_root)
+    body = markdown_with_math(text)
     used = [r for r in src.runs.values() if r.alias in src.used]
     title = _html.escape(src.meta.get("title", "Report"))
     byline = " &middot; ".join(_html.escape(x) for x in (src.meta.get("subtitle", ""), name,
@@ -168,7 +206,8 @@ def render_html(source: Path, name: str, outputs_root: Path | None = None) -> st
     css = CSS + (COMPACT_CSS if src.meta.get("compact", "").lower() in ("yes", "true", "1") else "")
     return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title><style>{css}</style>\n'
             f'{MATHJAX_CONFIG}\n<script type="text/javascript" src="{mathjax_url()}"></script></head>\n'
-            f'<body>\n<h1>{title}</h1><div class="byline">{byline}</div>\n{quick_banner(used)}\n{body}\n'
+            f'<body>\n<h1>{title}</h1><div class="byline">{byline}</div>\n{missing_banner(body, used)}\n'
+            f'{quick_banner(used)}\n{body}\n'
             f"{provenance(src, outputs_root)}\n</body></html>\n")
 
 

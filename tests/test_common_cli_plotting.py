@@ -111,6 +111,6 @@ def test_moving_average():
 def test_tables(tmp_path):
     rows = [{"run": "a", "fd": 1.23456}, {"run": "b", "fd": 2.0, "extra": 1}]
     md = markdown_table(rows)
-    assert md.splitlines()[0] == "| run | fd | extra |" and "1.235" in md
+    assert md.splitlines()[0] == "| run | fd | extra |" and "| a | 1.23 |  |" in md and "| b | 2.00 | 1 |" in md
     path = write_table(rows, tmp_path / "t", title="T")
     assert path.read_text().startswith("### T") and (tmp_path / "t.csv").read_text().startswith("run,fd,extra")
