@@ -126,6 +126,16 @@ def tsne(points: np.ndarray, seed: int) -> np.ndarray:
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
 
 
+def neighbour_agreement(points: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
+    """Share of the points whose k nearest neighbours in the map (itself left out) are mostly of its
+    own class: near 1 for separate class clusters, near 0.1 for ten classes mixed together."""
+    from sklearn.neighbors import NearestNeighbors
+
+    idx = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points, return_distance=False)[:, 1:]
+    majority = np.array([np.bincount(v, minlength=labels.max() + 1).argmax() for v in labels[idx]])
+    return float((majority == labels).mean())
+
+
 def main(argv=None):
     cfg = parse_config(Config, argv, description=__doc__.splitlines()[0])
     device = get_device(cfg.device)
@@ -176,6 +186,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         embeddings[title] = tsne(mu.cpu().numpy(), cfg.seed)
         metrics[kind]["tsne_seconds"] = time.perf_counter() - t0
+        metrics[kind]["tsne_neighbour_agreement"] = neighbour_agreement(embeddings[title], y_test[tsne_idx].numpy())
         run.write_metrics(metrics[kind])
         with torch.no_grad():
             if kind == "vae":
