@@ -224,7 +224,7 @@ def summarize(folder: Path, identity: dict | None = None, in_process: bool = Tru
     config, metrics = _config(folder), _read_json(folder / "metrics.json")
     device = str(config.get("device_resolved") or metrics.get("device") or config.get("device") or "cpu")
     torch = sys.modules.get("torch")
-    threads = torch.get_num_threads() if in_process and torch is not None else config.get("threads")
+    threads = torch.get_num_threads() if in_process and torch is not None else config.get("threads") or None  # 0: torch's default, unknown here
     quick = bool(identity.get("quick") or config.get("quick") is True or metrics.get("quick") is True)
     return {"course": identity["course"], "part": identity["part"], "run": identity["run"], "quick": quick,
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": git_commit(),
