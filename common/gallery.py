@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from . import courses as _courses
-from .paths import OUTPUTS, full_name, shown
+from .paths import OUTPUTS, ROOT, full_name, shown
 from .results import headline, number_text
 from .runs import _stamp, is_quick_run, read_table, table_html
 
@@ -57,6 +57,16 @@ def _badge(run: Path) -> str:
 
 def _when(run: Path) -> str:
     return _dt.datetime.fromtimestamp(_stamp(run), _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _scrub(text: str) -> str:
+    """No absolute path on the page: the repository's own prefix dropped, the data folder named
+    ``$HW_DATA_ROOT``, the home folder ``~``."""
+    for prefix, name in ((os.environ.get("HW_DATA_ROOT"), "$HW_DATA_ROOT"), (str(ROOT), "."),
+                         (str(Path.home()), "~")):
+        if prefix and len(prefix) > 1:
+            text = text.replace(str(Path(prefix).expanduser().resolve()), name).replace(prefix, name)
+    return text
 
 
 def numbers_html(rows: list[dict]) -> str:
@@ -155,7 +165,7 @@ def run_html(run: Path, kind, index_dir: Path, open_: bool) -> str:
     for name, what in (("metrics.json", "every number the run wrote"), ("config.json", "the settings it ran with")):
         path = run / name
         if path.is_file():
-            text = json.dumps(_read(path), indent=2)
+            text = _scrub(json.dumps(_read(path), indent=2))
             parts.append(f'<details class="json"><summary>{name}: {what} &middot; '
                          f'<a href="{_e(_rel(path, index_dir))}">open the file</a></summary><pre>{_e(text)}</pre></details>')
     return f'<details id="{_e(_anchor(run, index_dir))}" class="run"{" open" if open_ else ""}>' + "".join(parts) + "</details>"

@@ -15,6 +15,7 @@ from PIL import Image
 
 from common import deliver, gallery
 from common.courses import courses, figures
+from helpers import ROOT
 
 
 def _png(path: Path, seed: int = 0) -> None:
@@ -44,7 +45,7 @@ def fake_outputs(root: Path) -> list[Path]:
     for i, p in enumerate(pngs):
         _png(p, seed=i)
     _png(gan / "imgs/generated_images.png")  # the skeleton's copy: shown once
-    _json(gan / "config.json", {"quick": False, "epochs": 100})
+    _json(gan / "config.json", {"quick": False, "epochs": 100, "data_root": str(ROOT / "data")})
     _json(gan / "metrics.json", {"frechet_distance": 154.234, "frechet_floor_train_vs_test": 3.391, "class_entropy": 2.289,
                                  "nested": {"judge_confidence": 0.93}})
     _json(quick / "config.json", {"quick": True})
@@ -65,7 +66,8 @@ def test_gallery_shows_headline_numbers_figures_and_folded_metrics(tmp_path):
     for p in pngs:
         assert f'src="{p.relative_to(out).as_posix()}"' in html  # every figure, by relative path
     assert html.count('src="ee8520_hw2/step1/gan/imgs/generated_images.png"') == 0
-    assert str(tmp_path) not in html and "/work/" not in html  # no absolute path anywhere
+    assert str(tmp_path) not in html and str(ROOT) not in html  # no absolute path anywhere
+    assert "&quot;data_root&quot;: &quot;./data&quot;" in html
     assert "Step 1: MLP GAN" in html and "Step 3: MLP VAE" in html  # the parts' titles from course.toml
     assert html.count('<section id="') == 2 and 'id="ee8520_hw2"' in html and 'id="notebooks"' in html
     # the card of Step 1 shows the full run: headline numbers with their labels, units and floors, and its best figure
