@@ -142,23 +142,25 @@ def run_kind(identity: dict | None):
     return course.run_kind(identity["part"], identity["run"]) if course else None
 
 
+def _histories(folder: Path) -> list[list[dict]]:
+    """The epochs of the run in ``folder``: its own history.json, else those of its sub-runs (a study)."""
+    own = _read_json(Path(folder) / "history.json").get("epochs")
+    if own:
+        return [own]
+    return [h for sub in sorted(p for p in Path(folder).iterdir() if p.is_dir()) for h in _histories(sub)]
+
+
 def trained_runs(folder: Path) -> int:
-    """How many runs trained in ``folder`` and below (one for a run, one per sub-run for a study):
-    the history.json files with epochs."""
-    return sum(1 for p in Path(folder).rglob("history.json") if _read_json(p).get("epochs"))
+    """How many runs trained in ``folder``: one for a run, one per sub-run for a study."""
+    return len(_histories(folder))
 
 
 def training_seconds(folder: Path) -> float | None:
-    """The epochs' seconds of every history.json in ``folder`` and below (every ``--resume``
-    included; an epoch of runs trained side by side counts its slowest process, ``seconds_wall``)."""
-    total, found = 0.0, False
-    for path in sorted(Path(folder).rglob("history.json")):
-        for row in _read_json(path).get("epochs", []):
-            s = row.get("seconds_wall", row.get("seconds"))
-            if _number(s) is not None:
-                total += s
-                found = True
-    return round(total, 1) if found else None
+    """The epochs' seconds of the run (every ``--resume`` included; an epoch of models trained in
+    one process for a joined run counts its slowest, ``seconds_wall``), or of its sub-runs, summed."""
+    seconds = [row.get("seconds_wall", row.get("seconds")) for h in _histories(folder) for row in h]
+    seconds = [s for s in seconds if _number(s) is not None]
+    return round(sum(seconds), 1) if seconds else None
 
 
 def _epochs(folder: Path, metrics: dict, config: dict):
@@ -215,10 +217,12 @@ def process_seconds() -> float | None:
 # The summary line
 
 
-def summarize(folder: Path, identity: dict | None = None, in_process: bool = True) -> dict:
+def summarize(folder: Path, identity: dict | None = None, in_process: bool = True,
+              train_seconds: float | None = None) -> dict:
     """The summary of the run in ``folder`` from its config.json, metrics.json and history.json.
     ``in_process``: this process ran it (its threads, wall time and GPU are read here); otherwise
-    the run is entered afterwards and only its files speak."""
+    the run is entered afterwards and only its files speak. ``train_seconds``: the training time,
+    where the histories cannot tell it (sub-runs trained side by side)."""
     folder = Path(folder)
     identity = identity or run_identity(folder) or {"course": None, "part": None, "run": folder.name}
     config, metrics = _config(folder), _read_json(folder / "metrics.json")
@@ -232,17 +236,18 @@ def summarize(folder: Path, identity: dict | None = None, in_process: bool = Tru
             "device": device.split(":")[0], "threads": threads,
             "precision": config.get("precision_resolved") or metrics.get("precision") or config.get("precision"),
             "epochs": _epochs(folder, metrics, config), "runs": trained_runs(folder) or None,
-            "train_seconds": training_seconds(folder),
+            "train_seconds": round(train_seconds, 1) if train_seconds is not None else training_seconds(folder),
             "wall_seconds": process_seconds() if in_process else None, "resumed": bool(config.get("resume")),
             "headline": headline(folder, run_kind(identity)),
             "source": SUMMARY if in_process else "metrics.json"}
 
 
-def write_summary(folder: Path) -> Path:
+def write_summary(folder: Path, train_seconds: float | None = None) -> Path:
     """End a run: write ``summary.json`` (one line) into its folder, after its metrics.json. Every
-    script calls this last, for the run folder it made; returns the file."""
+    script calls this last, for the run folder it made; returns the file. ``train_seconds``: the
+    training time, where the epochs' seconds cannot tell it (sub-runs trained side by side)."""
     path = Path(folder) / SUMMARY
-    path.write_text(json.dumps(summarize(folder), ensure_ascii=False) + "\n")
+    path.write_text(json.dumps(summarize(folder, train_seconds=train_seconds), ensure_ascii=False) + "\n")
     return path
 
 

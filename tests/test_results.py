@@ -218,3 +218,16 @@ def test_tables_between_markers_are_generated_from_the_record(outputs, record):
 def test_committed_readmes_hold_current_results_tables():
     stale = results.stale()
     assert not stale, f"run `make results` (python -m common.results tables): stale tables in {stale}"
+
+
+def test_training_time_of_a_run_of_a_study_and_of_side_by_side_sub_runs(tmp_path):
+    study = tmp_path / "study"
+    for name, seconds in (("a", [10.0, 11.0]), ("b", [20.0])):
+        fake_run(study / name, epochs=len(seconds))
+        (study / name / "history.json").write_text(json.dumps({"epochs": [{"seconds": s} for s in seconds]}))
+    assert results.training_seconds(study) == 41.0 and results.trained_runs(study) == 2  # a study: its runs, summed
+    joined = fake_run(tmp_path / "joined", epochs=2)  # its own history wins over its parts'
+    (joined / "history.json").write_text(json.dumps({"epochs": [{"seconds": 30, "seconds_wall": 16}, {"seconds": 28}]}))
+    fake_run(joined / "part")
+    assert results.training_seconds(joined) == 44.0 and results.trained_runs(joined) == 1
+    assert results.summarize(study, train_seconds=20.04)["train_seconds"] == 20.0  # side by side: the script says
