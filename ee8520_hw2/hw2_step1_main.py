@@ -4,7 +4,7 @@ Handout: the EE 8520 HW2 handout (Step 1); GAN: Goodfellow et al., "Generative
 Adversarial Nets", NeurIPS 2014. The skeleton's functions keep their names and signatures
 (``monitor_images``, ``monitor_losses``, ``train_main_loop``); the skeleton's figures go to
 ``imgs/generated_images.png`` and ``imgs/loss_monitoring.png``; everything else goes to the run
-folder ``outputs/ee8520/step1/<run>/``.
+folder ``outputs/ee8520_hw2/step1/<run>/`` (``<run>_quick/`` for ``--quick``).
 
     python hw2_step1_main.py                    # the default run (settings in Step1Config)
     python hw2_step1_main.py --ablation all     # every ablation in ABLATIONS, overlay + table

@@ -5,7 +5,7 @@ Handout: the EE 8520 HW2 handout (Step 3); VAE: Kingma & Welling, "Auto-Encoding
 Variational Bayes", ICLR 2014. The skeleton's functions keep their names and signatures
 (``loss_func``, ``plot_latent_images``, ``eval``); the skeleton's figures go to
 ``imgs/VAE_recon.png`` and ``imgs/VAE_generated.png``; everything else goes to the run folder
-``outputs/ee8520/step3/<run>/``.
+``outputs/ee8520_hw2/step3/<run>/`` (``<run>_quick/`` for ``--quick``).
 
 The reported test ELBO is in nats per image and always uses coeff = 1 (the true ELBO), whatever
 coeff the model was trained with. As in the skeleton, pixels are grey levels in [0, 1] (ToTensor

@@ -5,7 +5,8 @@ course's task sheet (``tp2_models.py``). Each experiment is a named run in
 ``outputs/rdfia_tp2/dcgan/<experiment>/`` with loss curves, samples over training (one row per
 epoch, fixed noise), an interpolation figure, the Frechet distance on judge features per epoch
 and at the end, and ``metrics.json``. Several experiments at once (``--experiment all`` or a
-comma-separated list) also write ``comparison/``: one sample row per experiment and a table.
+comma-separated list) also write ``outputs/rdfia_tp2/dcgan/comparison/``: one sample row per
+experiment and a table. A quick run appends ``_quick`` to each of these folders' names.
 
     python tp2_dcgan.py                       # the default DCGAN (20 epochs, lr / 10 at 11 and 16)
     python tp2_dcgan.py --experiment all      # every experiment, then the comparison
