@@ -10,7 +10,7 @@ runs two ways, and every figure says which:
   up to the budget U of the largest batch (``--epochs`` x its updates per epoch); every run is
   also evaluated exactly after U updates (the ``fd_at_equal_updates`` column).
 
-Stability (``mlp_gan.stability_measures``): spread (std) of G's loss over the last 20% of the
+Stability (``stability_measures``): spread (std) of G's loss over the last 20% of the
 updates and of its per-epoch means, mean D(x) - D(G(z)) gap, divergence epochs (mean D loss
 < 0.1 or mean G loss > 5) and collapse events (drops of the judge's class entropy). The least
 stable batch size (most events, then the largest spread of G's per-epoch loss) is written to

@@ -4,16 +4,16 @@ Three runs of the MLP GAN at the least stable batch size of Part II.2, identical
 schedule applied (to both optimizers, stepped once per update):
 
 * ``constant``: the Part I setting, lr 2e-4 throughout;
-* ``step_decay``: lr x 0.1 every ``--step-every`` epochs (``common.training.step_decay``, i.e.
+* ``step_decay``: lr x 0.1 every ``--step-every`` epochs (``step_decay``, i.e.
   ``torch.optim.lr_scheduler.StepLR``);
 * ``warmup_cosine``: linear warmup from 1% of lr over ``--warmup-epochs`` epochs, then cosine
-  annealing to 0 (``common.training.warmup_cosine``: ``LinearLR`` then ``CosineAnnealingLR``
-  in a ``SequentialLR``).
+  annealing to 0 (``warmup_cosine``: ``LinearLR`` then ``CosineAnnealingLR`` in a ``SequentialLR``).
 
-The batch size comes from ``outputs/assignment3/batch_sizes/default/metrics.json`` (``quick/`` in quick mode)
-(``least_stable_batch_size``) when Part II.2 has run, else ``--batch-size`` (128 by default: the
-most updates per epoch and the noisiest gradients); ``--batch-size`` given explicitly wins. The
-choice and its reason are in ``config.json`` and ``conclusion.md``.
+The batch size comes from ``outputs/assignment3/batch_sizes/default/metrics.json``
+(``default_quick/`` in quick mode; ``least_stable_batch_size``) when Part II.2 has run, else
+``--batch-size`` (128 by default: the most updates per epoch and the noisiest gradients);
+``--batch-size`` given explicitly wins. The choice and its reason are in ``config.json`` and
+``conclusion.md``.
 
 Outputs in ``outputs/assignment3/schedules/<name>/``: ``lr_schedules.png`` (lr per update),
 ``losses.png``, ``frechet.png``, ``samples.png``, ``schedules.md``/``.csv``, ``conclusion.md``,

@@ -1,10 +1,10 @@
 """Assignment 3, Part II.1: quality of the generated images across training stages.
 
-Trains the handout's MLP GAN (``mlp_gan.py``) and every ``--snapshot-every`` epochs (5 by default,
-as the handout suggests) keeps a checkpoint ``snapshot_epochNNN.pt`` and the samples of one fixed
-noise tensor, then measures the generator with the MNIST judge (``common.metrics.Evaluator``):
-Frechet distance on judge features (beside its real train-vs-test floor), mean judge confidence
-and class diversity (entropy of the judge's class histogram, ln 10 = 2.30 at best).
+Trains the MLP GAN of Part I and every ``--snapshot-every`` epochs (5 by default, as the handout
+suggests) keeps a checkpoint ``snapshot_epochNNN.pt`` and the samples of one fixed noise tensor,
+then measures the generator with the MNIST judge (a small classifier, trained once and cached;
+``Evaluator``): Frechet distance on judge features (beside its real train-vs-test floor), mean
+judge confidence and class diversity (entropy of the judge's class histogram, ln 10 = 2.30 at best).
 
 Outputs in ``outputs/assignment3/stages/<name>/``: ``stages_grid.png`` (a row per stage),
 ``stage_metrics.png`` (the three curves across stages), ``losses.png``, ``stages.md``/``.csv``,

@@ -17,59 +17,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
-import zipfile
 from pathlib import Path
 
-from . import courses
-from .paths import DIST, OUTPUTS, ROOT, shown
+from .paths import OUTPUTS, shown
 from .paths import data_root as data_root_of
-
-# A zip holds code: Python files and the README. Never data (the embedded sample included),
-# outputs, checkpoints, caches, report sources or notebook templates (those are uploaded built).
-SHIPPED_SUFFIXES = {".py"}
-SHIPPED_NAMES = {"README.md"}
-EXCLUDED_DIRS = {"__pycache__", ".ipynb_checkpoints", "data", "outputs", "imgs", "dist", "cache", ".pytest_cache",
-                 "sample_data"}
-
-
-def _shipped_files(folder: Path):
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if (path.is_file() and not (set(rel.parts[:-1]) & EXCLUDED_DIRS)
-                and (path.suffix in SHIPPED_SUFFIXES or path.name in SHIPPED_NAMES)):
-            yield path, rel
-
-
-def requirements_text() -> str:
-    """The project's run-time dependencies (not the ``dev`` extra of tests and notebook tools)."""
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    return "# pip install -r requirements.txt\n" + "\n".join(deps) + "\n"
-
-
-def zip_course(course: str, name: str, dist_dir: Path | None = None) -> Path:
-    """Zip the code of one course (its key or folder) for submission, named as its ``course.toml`` says: its Python files and README, a copy of
-    ``common/``'s code and a ``requirements.txt``, inside one top folder named like the zip. No data:
-    unzipped, its scripts read ``$HW_DATA_ROOT`` or ``./data`` or download through torchvision."""
-    info = courses.find(course)
-    if info.zip is None:
-        raise SystemExit(f"error: {info.folder} has no zip (its course.toml names none); courses with one: "
-                         + ", ".join(c.key for c in courses.courses() if c.zip))
-    folder, stem = info.path, info.zip.format(name=name)
-    dist_dir = Path(dist_dir) if dist_dir else DIST
-    dist_dir.mkdir(parents=True, exist_ok=True)
-    out = dist_dir / f"{stem}.zip"
-    tmp = dist_dir / f".{stem}.zip.tmp"
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-        for path, rel in _shipped_files(folder):
-            z.write(path, f"{stem}/{rel.as_posix()}")
-        for path, rel in _shipped_files(ROOT / "common"):
-            z.write(path, f"{stem}/common/{rel.as_posix()}")
-        z.writestr(f"{stem}/requirements.txt", requirements_text())
-    os.replace(tmp, out)
-    print(f"wrote {shown(out)}")
-    return out
-
+from .zips import build_zip as zip_course  # the zips live in common.zips
 
 # --------------------------------------------------------------------------------------------
 # HTML and PDF

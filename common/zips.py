@@ -1,0 +1,820 @@
+"""Course zips: the scripts a course submits and the helper code they reach, nothing else.
+
+A zip holds the course folder's scripts (its top-level files with a ``__main__`` block, less the
+benchmarks its ``course.toml`` names) and what they import: the course's own modules ship whole;
+of this package only the top-level definitions the zip really uses (and, transitively, what those
+use) ship, pruned, into the zip's own helper package ``utils/`` (``from common.x import y``
+becomes ``from utils.x import y``). With ``zip_standalone = true`` in ``course.toml`` each script
+instead becomes one file that holds every definition it uses, from this package and from the
+course's modules alike (its own code first, the helpers after it), so it runs alone (for a
+handout that asks for a number of code files).
+
+The zip's README is the course's ``zip_readme.md`` (one page for the grader: how to run each part,
+the time it takes, what each output shows) with ``{files}`` (each file, its line count and what it
+holds) and ``{versions}`` (Python and the packages the code imports, as installed here) filled in;
+``requirements.txt`` lists those packages with the project's pins. No data, outputs or caches ship.
+
+    python -m common.zips COURSE NAME [--dist DIR]     # dist/<the handout's file name>.zip
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import importlib.metadata
+import os
+import re
+import sys
+import tempfile
+import tomllib
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import courses
+from .paths import DIST, ROOT, shown
+
+PACKAGE = "common"     # the package whose definitions are pruned into the zip
+HELPERS = "utils"      # its name inside the zip
+# PyPI distribution of each imported top-level module, for requirements.txt and the README
+DISTRIBUTIONS = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "matplotlib": "matplotlib",
+                 "sklearn": "scikit-learn", "tqdm": "tqdm", "scipy": "scipy", "PIL": "pillow"}
+# what each helper module holds, for its docstring in the zip
+HELPER_TITLES = {"paths": "Where runs, data and caches live", "data": "Loading the datasets as tensors, splits, batches",
+                 "training": "Training utilities: seeding, device, schedules, run folders with checkpoints and resume",
+                 "loop": "The epoch loop around a training step", "metrics": "Evaluation: the judge classifier, Frechet distance",
+                 "plotting": "Figures", "tables": "Result tables (Markdown and CSV)",
+                 "cli": "Command-line flags from a dataclass of defaults"}
+
+
+class ZipError(RuntimeError):
+    """The zip cannot be built as asked (a name that cannot be resolved, two definitions of one name)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Parsed modules and what their statements use
+
+
+def _bound_names(node: ast.stmt) -> set[str]:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in node.names}
+    if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return set()
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    return isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
+
+
+def _is_docstring(node: ast.stmt) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+def _function_locals(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
+    """Names bound in ``fn``'s own scope: its arguments, what its body assigns (comprehension
+    variables included) and the functions and classes it defines; not what an import binds (a
+    repository import inside a function is followed like a top-level one)."""
+    a = fn.args
+    out = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if x is not None}
+    todo = list(fn.body) if isinstance(fn.body, list) else [fn.body]
+    declared = {name for n in ast.walk(fn) if isinstance(n, (ast.Global, ast.Nonlocal)) for name in n.names}
+    while todo:
+        n = todo.pop()
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(n.name)
+            todo += getattr(n, "decorator_list", [])
+            continue  # its body is its own scope
+        if isinstance(n, ast.Lambda):
+            continue
+        if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
+            out.add(n.id)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            out.add(n.name)
+        todo += list(ast.iter_child_nodes(n))
+    return out - declared
+
+
+class _Uses(ast.NodeVisitor):
+    """Global names a statement reads, and ``alias.attr`` reads of them; a name bound in an
+    enclosing function is that function's. With lazy annotations (``from __future__ import
+    annotations``) the annotations of function signatures are skipped, never those of class
+    bodies (a dataclass reads its fields' annotations, ``typing.ClassVar`` included)."""
+
+    def __init__(self, lazy: bool):
+        self.names: set[str] = set()
+        self.attrs: set[tuple[str, str]] = set()
+        self.attr_nodes: list[tuple[ast.Attribute, set[str]]] = []  # each with the local names where it is
+        self.name_nodes: list[ast.Name] = []  # the global ones
+        self.lazy = lazy
+        self.scopes: list[set[str]] = []
+
+    def _local(self, name: str) -> bool:
+        return any(name in s for s in self.scopes)
+
+    def visit_Name(self, node):
+        if not self._local(node.id):
+            self.names.add(node.id)
+            self.name_nodes.append(node)
+
+    def visit_Attribute(self, node):
+        if isinstance(node.value, ast.Name) and not self._local(node.value.id):
+            self.attrs.add((node.value.id, node.attr))
+            self.attr_nodes.append((node, set().union(*self.scopes)))
+        self.generic_visit(node)
+
+    def visit_arg(self, node):
+        if not self.lazy and node.annotation is not None:
+            self.visit(node.annotation)
+
+    def visit_FunctionDef(self, node):
+        for d in node.decorator_list:
+            self.visit(d)
+        for default in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
+            self.visit(default)
+        for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs + [node.args.vararg, node.args.kwarg]:
+            if a is not None:
+                self.visit_arg(a)
+        if not self.lazy and node.returns is not None:
+            self.visit(node.returns)
+        self.scopes.append(_function_locals(node))
+        for s in node.body:
+            self.visit(s)
+        self.scopes.pop()
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Lambda(self, node):
+        for default in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
+            self.visit(default)
+        self.scopes.append(_function_locals(node))
+        self.visit(node.body)
+        self.scopes.pop()
+
+
+def _uses(node: ast.AST, lazy: bool) -> _Uses:
+    u = _Uses(lazy)
+    u.visit(node)
+    return u
+
+
+@dataclass
+class Module:
+    """One parsed file of the repository: ``name`` as it is imported (``common.training``,
+    ``tp2_models``, ``models.AR``), its statements without docstring, ``__future__`` import and
+    ``__main__`` guard."""
+
+    path: Path
+    name: str
+    text: str
+    tree: ast.Module
+    lazy: bool
+    docstring: str | None
+    body: list[ast.stmt]
+    main_guard: ast.stmt | None
+    by_name: dict[str, ast.stmt] = field(default_factory=dict)
+
+    @property
+    def is_package_module(self) -> bool:
+        return self.name.split(".")[0] == PACKAGE
+
+    @property
+    def depth(self) -> int:
+        """Folders between the zip's (or repository's) root and this file."""
+        return self.name.count(".")
+
+    @property
+    def lines(self) -> list[str]:
+        return self.text.splitlines(keepends=True)
+
+
+def parse_module(path: Path, name: str) -> Module:
+    text = path.read_text()
+    tree = ast.parse(text)
+    body = list(tree.body)
+    docstring = None
+    if body and _is_docstring(body[0]):
+        docstring = ast.get_source_segment(text, body[0])
+        body = body[1:]
+    lazy = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in body)
+    body = [n for n in body if not (isinstance(n, ast.ImportFrom) and n.module == "__future__")]
+    guard = next((n for n in body if _is_main_guard(n)), None)
+    body = [n for n in body if n is not guard]
+    mod = Module(path, name, text, tree, lazy, docstring, body, guard)
+    for node in body:
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            for n in _bound_names(node):
+                mod.by_name[n] = node
+    return mod
+
+
+@dataclass(frozen=True)
+class Ref:
+    """What an import binds: a repository module (``attr`` None) or one name of it."""
+
+    module: str
+    attr: str | None = None
+
+
+class Project:
+    """The modules of one course folder and of ``common``, parsed on demand."""
+
+    def __init__(self, course_dir: Path):
+        self.course_dir = Path(course_dir)
+        self.modules: dict[str, Module] = {}
+
+    def file_of(self, dotted: str) -> Path | None:
+        parts = dotted.split(".")
+        base = ROOT if parts[0] == PACKAGE else self.course_dir
+        for cand in (base.joinpath(*parts).with_suffix(".py"), base.joinpath(*parts, "__init__.py")):
+            if cand.is_file():
+                return cand
+        return None
+
+    def module(self, dotted: str) -> Module:
+        if dotted not in self.modules:
+            path = self.file_of(dotted)
+            if path is None:
+                raise ZipError(f"no module {dotted}")
+            self.modules[dotted] = parse_module(path, dotted)
+        return self.modules[dotted]
+
+    def absolute(self, node: ast.ImportFrom, importer: Module) -> str:
+        if not node.level:
+            return node.module
+        base = importer.name.split(".")
+        if importer.path.name != "__init__.py":
+            base = base[:-1]
+        base = base[:len(base) - (node.level - 1)]
+        return ".".join(base + ([node.module] if node.module else []))
+
+    def refs(self, node: ast.Import | ast.ImportFrom, importer: Module) -> dict[str, Ref] | None:
+        """The names ``node`` binds, each to what it refers to, or None for a third-party import."""
+        if isinstance(node, ast.Import):
+            out = {}
+            for a in node.names:
+                if self.file_of(a.name) is None:
+                    return None
+                if a.asname is None and "." in a.name:
+                    raise ZipError(f"{shown(importer.path)}: write `import {a.name} as x`, the zip cannot follow `import {a.name}`")
+                out[a.asname or a.name] = Ref(a.name)
+            return out
+        base = self.absolute(node, importer)
+        if self.file_of(base) is None:
+            return None
+        out = {}
+        for a in node.names:
+            sub = f"{base}.{a.name}"
+            out[a.asname or a.name] = Ref(sub) if self.file_of(sub) else Ref(base, a.name)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Reachable definitions
+
+
+def _eager_uses(node: ast.stmt, lazy: bool) -> _Uses:
+    """What running the statement itself reads: a function's decorators and defaults (not its
+    body), a class's bases, decorators and body; any other statement, all it reads."""
+    u = _Uses(lazy)
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        for d in node.decorator_list + node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
+            u.visit(d)
+        if not lazy:
+            for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs + [node.args.vararg, node.args.kwarg]:
+                if a is not None and a.annotation is not None:
+                    u.visit(a.annotation)
+            if node.returns is not None:
+                u.visit(node.returns)
+    elif isinstance(node, ast.ClassDef):
+        for d in node.decorator_list + node.bases + [k.value for k in node.keywords]:
+            u.visit(d)
+        for s in node.body:
+            inner = _eager_uses(s, lazy)
+            u.names |= inner.names
+            u.attrs |= inner.attrs
+    else:
+        u.visit(node)
+    return u
+
+
+class Closure:
+    """The statements the entry scripts reach. ``kept[module]`` holds the ids of the kept statements
+    (a module kept whole keeps all of its own), ``imports_used[module]`` the names of its
+    third-party imports that kept statements read; ``order`` lists the modules as first reached."""
+
+    def __init__(self, project: Project, whole):
+        self.p = project
+        self.whole = whole          # whole(module name) -> keep the module entire?
+        self.kept: dict[str, set[int]] = {}
+        self.imports_used: dict[str, set[str]] = {}
+        self.order: list[str] = []
+        self.renames: dict[str, dict[str, str]] = {}  # module -> its private names renamed in a flattened file
+
+    def add_module(self, name: str) -> None:
+        if name in self.kept:
+            return
+        mod = self.p.module(name)
+        self.kept[name], self.imports_used[name] = set(), set()
+        self.order.append(name)
+        for node in mod.body:  # statements that bind nothing (matplotlib.use(...)) run whenever the module does
+            if self.whole(name) or not (_bound_names(node) or isinstance(node, (ast.Import, ast.ImportFrom))):
+                self.add_stmt(name, node)
+        if self.whole(name) and mod.main_guard is not None:
+            self.add_stmt(name, mod.main_guard)
+
+    def add_stmt(self, name: str, node: ast.stmt) -> None:
+        if id(node) in self.kept[name]:
+            return
+        self.kept[name].add(id(node))
+        # annotations count: every name a signature mentions is defined in the zip
+        for target, stmt in self.targets(name, node, _uses(node, False)):
+            self.add_stmt(target, stmt)
+
+    def targets(self, name: str, node: ast.stmt, uses: _Uses) -> list[tuple[str, ast.stmt]]:
+        """The top-level statements (of any module) that the names in ``uses`` read by ``node`` of
+        module ``name`` refer to; modules reached are added, third-party names recorded."""
+        mod = self.p.module(name)
+        where = f"{shown(mod.path)}:{node.lineno}"
+        nested = {}  # repository imports inside functions
+        for n in ast.walk(node):
+            if isinstance(n, (ast.Import, ast.ImportFrom)) and n is not node:
+                refs = self.p.refs(n, mod)
+                nested.update(refs or {})
+        top = self.top_imports(mod)
+        out = []
+        for used in uses.names:
+            if used in mod.by_name and mod.by_name[used] is not node:
+                out.append((name, mod.by_name[used]))
+            elif used in nested or used in top:
+                ref = nested.get(used) or top[used]
+                if ref is None:
+                    self.imports_used[name].add(used)
+                else:
+                    out += self._ref(ref, where)
+        for alias, attr in uses.attrs:
+            ref = nested.get(alias) or top.get(alias)
+            if ref is not None and ref.attr is None:
+                sub = f"{ref.module}.{attr}"
+                out += self._ref(Ref(sub) if self.p.file_of(sub) else Ref(ref.module, attr), where)
+        return out
+
+    def _ref(self, ref: Ref, where: str) -> list[tuple[str, ast.stmt]]:
+        self.add_module(ref.module)
+        if ref.attr is None:
+            return []
+        mod = self.p.module(ref.module)
+        if ref.attr in mod.by_name:
+            return [(ref.module, mod.by_name[ref.attr])]
+        again = self.top_imports(mod).get(ref.attr)  # a name the module itself imports (a re-export)
+        if again is not None:
+            return self._ref(again, where)
+        raise ZipError(f"{where}: {ref.module} defines no {ref.attr}")
+
+    def top_imports(self, mod: Module) -> dict[str, Ref | None]:
+        """Each name a top-level import of ``mod`` binds: its :class:`Ref`, or None (third party)."""
+        out: dict[str, Ref | None] = {}
+        for node in mod.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                refs = self.p.refs(node, mod)
+                for n in _bound_names(node) if refs is None else refs:
+                    out[n] = None if refs is None else refs[n]
+        return out
+
+    def eager(self, roots: list[tuple[str, ast.stmt]]) -> set[int]:
+        """Ids of the kept statements that must run before ``roots`` can: what their definitions
+        read when they run (a class's bases, a default value), and for any other statement all it
+        reaches, as it may call what it reads."""
+        done: set[int] = set()
+        todo = [(name, node, False) for name, node in roots]
+        while todo:
+            name, node, full = todo.pop()
+            lazy = self.p.module(name).lazy
+            plain = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            uses = _uses(node, lazy) if full or not plain else _eager_uses(node, lazy)
+            for target, stmt in self.targets(name, node, uses):
+                if id(stmt) not in done:
+                    done.add(id(stmt))
+                    todo.append((target, stmt, full or not plain))
+        return done
+
+
+def closure(project: Project, entries: list[str], whole) -> Closure:
+    c = Closure(project, whole)
+    for e in entries:
+        c.add_module(e)
+    return c
+
+
+# --------------------------------------------------------------------------------------------
+# Writing pruned modules
+
+
+def _segment(lines: list[str], node: ast.stmt, floor: int) -> str:
+    """The statement's source with its decorators and the comment lines right above it."""
+    first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
+    while first - 1 >= floor and lines[first - 1].lstrip().startswith("#"):
+        first -= 1
+    return "".join(lines[first:node.end_lineno])
+
+
+def _import_subset(node: ast.Import | ast.ImportFrom, needed: set[str]) -> str:
+    keep = [a for a in node.names if (a.asname or a.name).split(".")[0] in needed]
+    if len(keep) == len(node.names):
+        return ast.unparse(node)
+    trimmed = copy.copy(node)
+    trimmed.names = keep
+    return ast.unparse(trimmed)
+
+
+def rename_package(text: str) -> str:
+    """``common`` -> ``utils`` in imports and in dotted or path mentions (``common.training``, ``common/``)."""
+    text = re.sub(rf"\b{PACKAGE}\.(?=[A-Za-z_])", f"{HELPERS}.", text)
+    text = re.sub(rf"\b{PACKAGE}/", f"{HELPERS}/", text)
+    return re.sub(rf"^(\s*)(from|import) {PACKAGE}\b", rf"\1\2 {HELPERS}", text, flags=re.M)
+
+
+def pruned_module(c: Closure, name: str) -> str:
+    """A helper module of the zip: a docstring, the imports its kept statements use, the kept statements."""
+    mod = c.p.module(name)
+    kept = c.kept[name]
+    top = c.top_imports(mod)
+    needed: set[str] = set(c.imports_used[name])
+    for node in mod.body:  # the repository imports kept statements use
+        if id(node) in kept:
+            uses = _uses(node, False)
+            needed |= {u for u in uses.names | {a for a, _ in uses.attrs} if top.get(u) is not None}
+    stem = name.split(".")[-1]
+    title = HELPER_TITLES.get(stem, "Helpers")
+    out = [f'"""{title}.\n\nOnly the definitions that the scripts of this folder use."""\n']
+    if mod.lazy:
+        out.append("from __future__ import annotations\n")
+    imports = []
+    for node in mod.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            want = _bound_names(node) & needed
+            if want:
+                imports.append(_import_subset(node, want))
+    if imports:
+        out.append("\n" + "\n".join(imports) + "\n")
+    floor = 0
+    parts = []
+    for node in mod.body:
+        if id(node) in kept and not isinstance(node, (ast.Import, ast.ImportFrom)):
+            parts.append(_segment(mod.lines, node, floor).rstrip("\n"))
+        floor = node.end_lineno
+    if parts:
+        out.append("\n\n" + "\n\n\n".join(parts) + "\n")
+    return rename_package("".join(out))
+
+
+# --------------------------------------------------------------------------------------------
+# One stand-alone file per script
+
+
+def _replace_spans(text: str, spans: list[tuple[int, int, int, int, str]]) -> str:
+    """Replace (line, col, end_line, end_col) spans (1-based lines, UTF-8 byte columns as ``ast``
+    gives them) of ``text`` by new text; spans must not overlap."""
+    lines = [ln.encode() for ln in text.splitlines(keepends=True)]
+    for l0, c0, l1, c1, new in sorted(spans, reverse=True):
+        head, tail = lines[l0 - 1][:c0], lines[l1 - 1][c1:]
+        lines[l0 - 1:l1] = [head + new.encode() + tail]
+    return b"".join(lines).decode()
+
+
+def _shift_file_parents(text: str, depth: int) -> str:
+    """In a package module at ``depth`` flattened into a file at the zip's root, ``Path(__file__)
+    .resolve().parents[k]`` names the folder ``parents[k - depth]`` names from there."""
+    def shift(m):
+        k = int(m.group(1)) - depth
+        if k < 0:
+            raise ZipError(f"cannot flatten {m.group(0)}: it names a folder above the zip")
+        return "Path(__file__).resolve()" + (".parent" if k == 0 else f".parents[{k}]")
+    return re.sub(r"Path\(__file__\)\.resolve\(\)\.parents\[(\d+)\]", shift, text)
+
+
+def _statement_text(c: Closure, mod: Module, node: ast.stmt, floor: int, top: dict,
+                    renames: dict[str, str] | None = None) -> str:
+    """The statement's source with ``alias.name`` of repository modules read as ``name``, its
+    nested repository imports removed and the module's global names in ``renames`` renamed; the
+    local names it binds must not hide a name it reads that way."""
+    renames = renames or {}
+    start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+    seg = _segment(mod.lines, node, floor)
+    first = node.end_lineno - len(seg.splitlines()) + 1 if seg else start
+    nested = {}
+    drops = []
+    for n in ast.walk(node):
+        if isinstance(n, (ast.Import, ast.ImportFrom)) and n is not node:
+            refs = c.p.refs(n, mod)
+            if refs is not None:
+                nested.update(refs)
+                drops.append(n)
+    spans = []
+    uses = _uses(node, False)  # annotations too: they are text the reader sees
+    for n in uses.name_nodes:
+        if n.id in renames:
+            spans.append((n.lineno - first + 1, n.col_offset, n.end_lineno - first + 1, n.end_col_offset, renames[n.id]))
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in renames:
+        line = mod.lines[node.lineno - 1].encode()
+        col = re.search(rb"\b(def|class)\s+(" + re.escape(node.name.encode()) + rb")\b", line).start(2)
+        spans.append((node.lineno - first + 1, col, node.lineno - first + 1, col + len(node.name.encode()),
+                      renames[node.name]))
+    for n, locals_ in uses.attr_nodes:
+        ref = nested.get(n.value.id) or top.get(n.value.id)
+        if ref is not None and ref.attr is None:
+            if n.attr in locals_:
+                    raise ZipError(f"{shown(mod.path)}:{n.lineno}: {n.value.id}.{n.attr} cannot be flattened, "
+                               f"a local name {n.attr} hides it")
+            spans.append((n.lineno - first + 1, n.col_offset, n.end_lineno - first + 1, n.end_col_offset,
+                          c.renames.get(ref.module, {}).get(n.attr, n.attr)))
+    for n in drops:  # a nested import line of the repository's own code goes; the names are defined above
+        spans.append((n.lineno - first + 1, 0, n.end_lineno - first + 1, len(mod.lines[n.end_lineno - 1].encode()), ""))
+    return _replace_spans(seg, spans)
+
+
+def standalone_script(c: Closure, entry: str) -> str:
+    """``entry`` as one file: its docstring and every third-party import of the code it reaches;
+    the definitions of the course's modules it uses, then its own code; then the helper
+    definitions (those its code needs while the file loads, such as a base class, come first)."""
+    mods = _dependency_order(c, entry)
+    script = c.p.module(entry)
+    imports: dict[str, str] = {}
+    bound: dict[str, str] = {}
+    stmts: list[tuple[str, ast.stmt]] = []
+    for name in mods:
+        mod = c.p.module(name)
+        for node in mod.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                if c.p.refs(node, mod) is None:
+                    for n in sorted(_bound_names(node) & c.imports_used[name]):
+                        line = _import_subset(node, {n})
+                        if imports.setdefault(n, line) != line:
+                            raise ZipError(f"{entry}: `{imports[n]}` and `{line}` both bind {n}")
+            elif id(node) in c.kept[name]:
+                for n in _bound_names(node):
+                    if bound.setdefault(n, name) == name:
+                        continue
+                    if not n.startswith("_"):
+                        raise ZipError(f"{entry}: {n} is defined in both {bound[n]} and {name}; rename one")
+                    c.renames.setdefault(name, {})[n] = f"_{name.split('.')[-1]}{n}"  # a private helper's
+                stmts.append((name, node))
+    clash = set(imports) & set(bound)
+    if clash:
+        raise ZipError(f"{entry}: {', '.join(sorted(clash))} both imported and defined")
+
+    course = [(m, n) for m, n in stmts if not c.p.module(m).is_package_module]
+    early = c.eager(course)
+    helpers_first = [(m, n) for m, n in stmts if c.p.module(m).is_package_module and id(n) in early]
+    helpers_last = [(m, n) for m, n in stmts if c.p.module(m).is_package_module and id(n) not in early]
+    first_titles = ", ".join(dict.fromkeys(_section_title(c.p.module(m)).split(":")[0].lower() for m, _ in helpers_first))
+    sections = [(f"Helper code the definitions below build on ({first_titles})", helpers_first)]
+    sections += [(_section_title(c.p.module(m)) if m != entry else "This study", [(m, n) for mm, n in course if mm == m])
+                 for m in dict.fromkeys(m for m, _ in course)]
+    by_module: dict[str, list] = {}
+    for m, n in helpers_last:
+        by_module.setdefault(m, []).append((m, n))
+    sections += [(_section_title(c.p.module(m)), part) for m, part in by_module.items()]
+
+    head = [script.docstring + "\n"] if script.docstring else []
+    if any(c.p.module(m).lazy for m in mods):
+        head.append("from __future__ import annotations\n")
+    plain = sorted(v for v in imports.values() if v.startswith("import "))
+    froms = sorted(v for v in imports.values() if v.startswith("from "))
+    head.append("\n" + "\n".join(_merge_imports(plain + froms)) + "\n")
+    body = []
+    for title, part in sections:
+        if part:
+            body.append(f"# {'-' * 92}\n# {title}\n\n\n" + "\n\n\n".join(_flat_text(c, m, n) for m, n in part))
+        if title == "This study" and by_module:
+            body.append(f"# {'=' * 92}\n# Helper code: what the study above calls (data, training loop, evaluation, "
+                        "figures, tables)")
+    if script.main_guard is not None:
+        body.append(_flat_text(c, entry, script.main_guard))
+    return _flat_mentions("".join(head) + "\n\n" + "\n\n\n".join(body) + "\n", [m for m in mods if m != entry])
+
+
+def _flat_mentions(text: str, modules: list[str]) -> str:
+    """Dotted mentions of the flattened modules in comments and docstrings (``common.training.adam``,
+    ``mlp_gan.fit``) as the bare names the one file defines."""
+    for m in sorted(modules, key=len, reverse=True):
+        text = re.sub(rf"\b{re.escape(m)}\.(?=[A-Za-z_])", "", text)
+    return re.sub(rf"\b{PACKAGE}\.(?:[a-z_]+\.)?(?=[A-Za-z_])", "", text)
+
+
+def _flat_text(c: Closure, name: str, node: ast.stmt) -> str:
+    mod = c.p.module(name)
+    index = mod.body.index(node) if node in mod.body else len(mod.body)
+    floor = mod.body[index - 1].end_lineno if index else 0
+    top = c.top_imports(mod)
+    renames = dict(c.renames.get(name, {}))
+    renames.update({alias: c.renames[ref.module][ref.attr] for alias, ref in top.items()
+                    if ref is not None and ref.attr in c.renames.get(ref.module, {})})
+    text = _statement_text(c, mod, node, floor, top, renames).rstrip("\n")
+    return _shift_file_parents(text, mod.depth) if mod.is_package_module else text
+
+
+def _merge_imports(lines: list[str]) -> list[str]:
+    """``from x import a`` and ``from x import b`` as one line, order kept."""
+    out: dict[str, list[str]] = {}
+    for ln in lines:
+        m = re.match(r"from (\S+) import (.+)$", ln)
+        key = f"from {m.group(1)}" if m else ln
+        out.setdefault(key, []).extend([m.group(2)] if m else [])
+    return [f"{k} import {', '.join(v)}" if v else k for k, v in out.items()]
+
+
+def _section_title(mod: Module) -> str:
+    """A package module's title (``HELPER_TITLES``), or a course module's first docstring line
+    without its ``Course: `` prefix."""
+    stem = mod.name.split(".")[-1]
+    if mod.is_package_module:
+        return HELPER_TITLES.get(stem, f"Helpers: {stem}")
+    first = _first_line(mod.text) or stem
+    first = first.split(": ", 1)[-1]
+    return first[:1].upper() + first[1:]
+
+
+def _dependency_order(c: Closure, entry: str) -> list[str]:
+    """The reached modules, each after the modules its top-level imports name, ``entry`` last."""
+    seen, order = set(), []
+
+    def visit(name):
+        if name in seen:
+            return
+        seen.add(name)
+        mod = c.p.module(name)
+        for ref in c.top_imports(mod).values():
+            if ref is not None and ref.module in c.kept:
+                visit(ref.module)
+        order.append(name)
+
+    for name in c.order:
+        if name != entry:
+            visit(name)
+    return [m for m in order if m != entry] + [entry]
+
+
+# --------------------------------------------------------------------------------------------
+# The zip of a course
+
+
+def entry_scripts(info: courses.Course) -> list[str]:
+    """The scripts a course's zip holds: its top-level Python files that run as a program (an
+    ``if __name__ == "__main__"`` block), less the benchmarks its manifest names."""
+    benches = {b.script for b in info.benches}
+    return [p.name for p in sorted(info.path.glob("*.py"))
+            if p.name not in benches and any(_is_main_guard(n) for n in ast.parse(p.read_text()).body)]
+
+
+def _settings(info: courses.Course) -> dict:
+    return tomllib.loads((info.path / courses.MANIFEST).read_text())
+
+
+def _module_name(rel: str) -> str:
+    return rel.removesuffix(".py").replace("/", ".")
+
+
+def zip_contents(info: courses.Course) -> dict[str, str]:
+    """The zip's code files (path inside the zip -> text), without README and requirements."""
+    project = Project(info.path)
+    entries = entry_scripts(info)
+    if not entries:
+        raise ZipError(f"{info.folder} has no script to zip")
+    files: dict[str, str] = {}
+    if _settings(info).get("zip_standalone", False):
+        for rel in entries:
+            name = _module_name(rel)
+            c = closure(project, [name], whole=lambda m, name=name: m == name)
+            files[rel] = standalone_script(c, name)
+        return files
+    c = closure(project, [_module_name(e) for e in entries], whole=lambda m: m.split(".")[0] != PACKAGE)
+    helpers = []
+    for name in c.order:
+        mod = project.module(name)
+        if mod.is_package_module:
+            files[f"{HELPERS}/{'/'.join(name.split('.')[1:])}.py"] = pruned_module(c, name)
+            helpers.append(name.split(".")[-1])
+            continue
+        rel = mod.path.relative_to(info.path).as_posix()
+        files[rel] = rename_package(mod.text)
+        for parent in list(Path(rel).parents)[:-1]:  # a package's __init__.py (models/)
+            init = info.path / parent / "__init__.py"
+            if init.is_file():
+                files[(parent / "__init__.py").as_posix()] = rename_package(init.read_text())
+    if helpers:
+        files[f"{HELPERS}/__init__.py"] = (f'"""Helper code of the scripts in this folder: '
+                                           f'{", ".join(sorted(helpers))}."""\n')
+    return dict(sorted(files.items()))
+
+
+def third_party(files: dict[str, str]) -> list[str]:
+    """The PyPI distributions the files import (sorted); a ZipError for an import not in
+    ``DISTRIBUTIONS`` that is neither the standard library nor a file of the zip."""
+    local = {Path(p).parts[0].removesuffix(".py") for p in files}
+    dists = set()
+    for path, text in files.items():
+        if not path.endswith(".py"):
+            continue
+        for n in ast.walk(ast.parse(text)):
+            if isinstance(n, ast.Import):
+                tops = [a.name.split(".")[0] for a in n.names]
+            elif isinstance(n, ast.ImportFrom) and not n.level:
+                tops = [n.module.split(".")[0]]
+            else:
+                continue
+            for top in tops:
+                if top in local or top in sys.stdlib_module_names or top == "__future__":
+                    continue
+                if top not in DISTRIBUTIONS:
+                    raise ZipError(f"{path} imports {top}: add its PyPI name to common.zips.DISTRIBUTIONS")
+                dists.add(DISTRIBUTIONS[top])
+    return sorted(dists)
+
+
+def requirements(dists: list[str]) -> str:
+    """``requirements.txt``: the project's pins (``pyproject.toml``) of the distributions the zip imports."""
+    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    by_name = {re.split(r"[<>=!~ \[]", p, maxsplit=1)[0].lower(): p for p in pins}
+    return "".join(by_name.get(d.lower(), d) + "\n" for d in dists)
+
+
+def versions(dists: list[str]) -> str:
+    """``Python 3.x.y, torch 2.a.b, ...``: what the zip was built and run with."""
+    out = [f"Python {sys.version.split()[0]}"]
+    for d in dists:
+        try:
+            out.append(f"{d} {importlib.metadata.version(d)}")
+        except importlib.metadata.PackageNotFoundError:
+            out.append(f"{d} (not installed here)")
+    return ", ".join(out)
+
+
+def _first_line(text: str) -> str:
+    try:
+        doc = ast.get_docstring(ast.parse(text)) or ""
+    except SyntaxError:
+        doc = ""
+    line = doc.strip().split("\n\n")[0].replace("\n", " ")
+    return line.split(". ")[0].rstrip(".") if line else ""
+
+
+def file_table(files: dict[str, str]) -> str:
+    """A Markdown table: each code file, its line count and the first sentence of its docstring."""
+    rows = ["| file | lines | what it holds |", "| --- | ---: | --- |"]
+    rows += [f"| `{p}` | {len(t.splitlines())} | {_first_line(t)} |" for p, t in files.items() if p.endswith(".py")]
+    total = sum(len(t.splitlines()) for p, t in files.items() if p.endswith(".py"))
+    return "\n".join(rows + [f"| all | {total} | |"]) + "\n"
+
+
+def readme(info: courses.Course, files: dict[str, str], dists: list[str]) -> str:
+    """The course's ``zip_readme.md`` with ``{files}`` and ``{versions}`` filled in."""
+    template = info.path / "zip_readme.md"
+    if not template.is_file():
+        raise ZipError(f"{info.folder} has no zip_readme.md (the zip's README, one page for the grader)")
+    return template.read_text().replace("{files}", file_table(files)).replace("{versions}", versions(dists))
+
+
+def build_zip(course: str, name: str, dist_dir: Path | str | None = None) -> Path:
+    """``dist/<the handout's zip name>.zip`` for ``course`` (its key or folder), named as its
+    ``course.toml`` says, holding one top folder named like the zip: the code, README.md and
+    requirements.txt. Written beside, then moved into place."""
+    info = courses.find(course)
+    if info.zip is None:
+        raise SystemExit(f"error: {info.folder} has no zip (its course.toml names none); courses with one: "
+                         + ", ".join(c.key for c in courses.courses() if c.zip))
+    files = zip_contents(info)
+    dists = third_party(files)
+    files["README.md"] = readme(info, files, dists)
+    files["requirements.txt"] = requirements(dists)
+    stem = info.zip.format(name=name)
+    dist_dir = Path(dist_dir) if dist_dir else DIST
+    dist_dir.mkdir(parents=True, exist_ok=True)
+    out = dist_dir / f"{stem}.zip"
+    with tempfile.NamedTemporaryFile(dir=dist_dir, prefix=f".{stem}.", suffix=".tmp", delete=False) as tmp:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            for rel, text in sorted(files.items()):
+                z.writestr(f"{stem}/{rel}", text)
+    os.replace(tmp.name, out)
+    print(f"wrote {shown(out)} ({len(files)} files)")
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Build a course's code zip.")
+    parser.add_argument("course", help="the course's key or folder")
+    parser.add_argument("name", help="the student's name, for the zip's file name")
+    parser.add_argument("--dist", default=None, help="folder to write into (default: dist/)")
+    args = parser.parse_args(argv)
+    try:
+        build_zip(args.course, args.name, args.dist)
+    except ZipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
