@@ -136,11 +136,11 @@ def quick_banner(runs: list[RunRef]) -> str:
     quick = [r for r in runs if r.quick]
     if not quick:
         return ""
-    names = ", ".join(f"<code>{_html.escape(r.alias)}</code> ({_html.escape(r.target)})" for r in quick)
-    return (f'<div class="banner"><b>Built from quick runs.</b> These runs used <code>--quick</code> (a few hundred '
-            f"images, one or two epochs): {names}. Their numbers and figures only show that the code runs end to "
-            "end; they say nothing about the models' quality. Rerun the targets without QUICK=1 and build the report "
-            "again.</div>")
+    targets = ", ".join(f"<code>{_html.escape(t)}</code>" for t in dict.fromkeys(r.target for r in quick))
+    return (f'<div class="banner"><b>Built from quick runs.</b> {"All" if len(quick) == len(runs) else len(quick)} '
+            f"of the {len(runs)} runs this report reads used <code>--quick</code> (a few hundred images, one or two "
+            f"epochs): {targets}. Their numbers and figures only show that the code runs end to end; they say "
+            "nothing about the models' quality. Rerun these targets without QUICK=1 and build the report again.</div>")
 
 
 def missing_banner(body: str, runs: list[RunRef]) -> str:
@@ -159,25 +159,33 @@ def missing_banner(body: str, runs: list[RunRef]) -> str:
             f"{_html.escape(', '.join(targets))}, then build the report again.</div>")
 
 
-def provenance(src: Source, outputs_root: Path) -> str:
-    """One small paragraph: which run folder each name stands for, when it was written, quick or full."""
-    items = []
+def run_list(src: Source, outputs_root: Path) -> list[tuple[str, str | None, str]]:
+    """(name, run folder relative to the outputs' parent or None when missing, "quick|full run, <time>")
+    of each run the report read."""
+    out = []
     for r in src.runs.values():
         if r.alias not in src.used:
             continue
         if r.folder is None:
-            items.append(f"<b>{r.alias}</b>: {missing(r.target)}")
+            out.append((r.alias, None, r.target))
             continue
         try:
             where = r.folder.relative_to(outputs_root.parent)
         except ValueError:
             where = r.folder
         when = _dt.datetime.fromtimestamp(_stamp(r.folder), _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        items.append(f"<b>{r.alias}</b>: <code>{_html.escape(str(where))}</code> ({'quick' if r.quick else 'full'} run, "
-                     f"{when})")
+        out.append((r.alias, str(where), f"{'quick' if r.quick else 'full'} run, {when}"))
+    return out
+
+
+def provenance(src: Source, outputs_root: Path) -> str:
+    """One small paragraph for a draft: which run folder each name stands for, when it was written,
+    quick or full (a finished report leaves it out: its reader has no such folders; the build prints it)."""
+    items = [f"<b>{a}</b>: {missing(what)}" if where is None else
+             f"<b>{a}</b>: <code>{_html.escape(where)}</code> ({what})" for a, where, what in run_list(src, outputs_root)]
     if not items:
         return ""
-    return '<p class="provenance"><b>Runs this report was built from.</b> ' + "; ".join(items) + ".</p>"
+    return '<p class="provenance"><b>Runs this draft was built from.</b> ' + "; ".join(items) + ".</p>"
 
 
 def fill_source(source: Path, name: str, outputs_root: Path | None = None) -> tuple[Source, str]:
@@ -204,11 +212,11 @@ def render_html(source: Path, name: str, outputs_root: Path | None = None) -> st
     byline = " &middot; ".join(_html.escape(x) for x in (src.meta.get("subtitle", ""), name,
                                                         _dt.date.today().strftime("%B %d, %Y")) if x)
     css = CSS + (COMPACT_CSS if src.meta.get("compact", "").lower() in ("yes", "true", "1") else "")
+    banners = missing_banner(body, used) + quick_banner(used)
     return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title><style>{css}</style>\n'
             f'{MATHJAX_CONFIG}\n<script type="text/javascript" src="{mathjax_url()}"></script></head>\n'
-            f'<body>\n<h1>{title}</h1><div class="byline">{byline}</div>\n{missing_banner(body, used)}\n'
-            f'{quick_banner(used)}\n{body}\n'
-            f"{provenance(src, outputs_root)}\n</body></html>\n")
+            f'<body>\n<h1>{title}</h1><div class="byline">{byline}</div>\n{banners}\n{body}\n'
+            f"{provenance(src, outputs_root) if banners else ''}\n</body></html>\n")
 
 
 def pdf_pages(pdf: Path) -> int | None:
@@ -239,6 +247,9 @@ def build_report(course: str, name: str, outputs_root: Path | None = None, dist:
     page = render_html(source, name, outputs_root)
     html.write_text(page)
     print(f"wrote {shown(html)}")
+    src, _ = fill_source(source, name, outputs_root)
+    for alias, where, what in run_list(src, Path(outputs_root) if outputs_root else OUTPUTS):
+        print(f"  {alias}: {where} ({what})" if where else f"  {alias}: missing ({what})")
     todo = sorted(set(re.findall(r'class="missing">\(not yet run: ([^)]*)\)', page)))
     if todo:
         n = page.count('class="missing"')

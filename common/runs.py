@@ -228,8 +228,8 @@ def table_html(title: str, columns: list[str], rows: list[list[str]], labels: li
         shown_ = format_cell(text, spec)
         if spec is not None and shown_ != str(text).strip() or _is_number(text):
             return f"<td>{_html.escape(shown_)}</td>"
-        if i == 0:  # the row's name: one line, words rather than a key (step_decay -> step decay)
-            return f'<td class="t nowrap">{_html.escape(shown_.replace("_", " "))}</td>'
+        if i == 0:  # the row's name: one line
+            return f'<td class="t nowrap">{_html.escape(shown_)}</td>'
         return f'<td class="t">{_breakable(shown_)}</td>'
 
     head = "".join(f"<th>{h}</th>" for h in labels)

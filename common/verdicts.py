@@ -191,6 +191,12 @@ def joined(items, sep: str) -> str:
     return sep.join(str(i) for i in unwrap(items))
 
 
+def capital(text: str) -> str:
+    """The text with its first letter upper-case (a name that opens a sentence)."""
+    text = str(text)
+    return text[:1].upper() + text[1:]
+
+
 def fmt(x, spec: str = "") -> str:
     return format(unwrap(x), spec)
 
@@ -204,7 +210,7 @@ FUNCTIONS: dict[str, Callable] = {
     "min": min, "max": max, "abs": abs, "round": round, "len": len, "all": all, "any": any, "sum": sum,
     "sorted": sorted, "str": str, "int": int, "float": float, "argmin": argmin, "argmax": argmax,
     "values": values, "keys": keys, "at": at, "value_at": value_at, "decreasing": decreasing, "increasing": increasing,
-    "finite": finite, "plural": plural, "every": every, "join": join, "joined": joined, "fmt": fmt,
+    "finite": finite, "plural": plural, "every": every, "join": join, "joined": joined, "capital": capital, "fmt": fmt,
     "ratio": ratio, "zip": zip,
 }
 

@@ -88,7 +88,7 @@ PROBES = ("trained D (DCGAN)", "random D (untrained, same architecture)", "raw p
 
 
 def _probe(trained, trained_train, random, pixels):
-    return {name: {"test_accuracy": t, "train_accuracy": tr} for name, t, tr in
+    return {name: {"test_accuracy": t, "train_accuracy": tr, "n_test": 10000} for name, t, tr in
             zip(PROBES, (trained, random, pixels), (trained_train, 1.0, 1.0))}
 
 
@@ -100,7 +100,7 @@ def _per_m(test, train, pca):
 ECE_BASE = {
     "p1:metrics": {"class_entropy": 2.2, "class_entropy_max": 2.302585, "epochs": 20, "probe_n_train": 6000,
                    "probe": _probe(0.95, 0.97, 0.80, 0.85)},
-    "p1:config": {"lr": 2e-4, "beta1": 0.5, "batch_size": 128, "nz": 100},
+    "p1:config": {"lr": 2e-4, "beta1": 0.5, "batch_size": 128, "nz": 100, "probe_fraction": 0.1},
     "p2:config": {"data_source": "full", "hidden": [16, 64, 256], "k": 5, "sigma": 1.0, "n_train": 60000,
                   "n_test": 10000, "lr": 1e-3, "batch_size": 128, "weight_decay": 0.0},
     "p2:metrics": {"epochs": 25, "mean_image_mse_unit": {"test": 0.06, "train": 0.06},
@@ -419,7 +419,8 @@ def test_flipped_numbers_flip_the_words(tmp_path):
     assert "the smallest batch, with 8 times as many updates, ended below the largest (50.0 against 90.0)" in texts[0]
     assert "the smallest batch did not profit from its 8 times more updates" in texts[1]
     assert "**Step decay** resolves the instability best" in texts[0]
-    assert "**Warmup + cosine** resolves the instability best" in texts[1]
+    assert "Neither schedule removed a divergent epoch or collapse (0 with a constant lr" in texts[1]
+    assert "**warmup + cosine** only made training steadier" in texts[1]
     assert "the least stable batch size is **1024**, the largest" in texts[0]
     assert "the least stable batch size is **128**, the smallest" in texts[1]
 
@@ -427,7 +428,7 @@ def test_flipped_numbers_flip_the_words(tmp_path):
 def test_stand_in_data_is_named_in_headings_and_captions(tmp_path):
     for course, alias, stand_in, real in (
             ("ece685d", "p2", "synthetic bars, a stand-in for KMNIST", "KMNIST"),
-            ("rdfia", "cifar", "synthetic colour bars, a stand-in for CIFAR-10", "CIFAR-10")):
+            ("rdfia", "cifar", "synthetic bar images, a stand-in for CIFAR-10", "CIFAR-10")):
         source = REPORTS[course]
         data = _merge(scenario(course, 0), {f"{alias}:config": {"data_source": "synthetic"}})
         fake_runs(source, tmp_path / course, data=data)
@@ -492,7 +493,7 @@ def test_tables_have_readable_columns_and_one_format_per_column():
 def test_table_placeholder_picks_renames_and_labels_columns(tmp_path):
     run = tmp_path / "outputs/course/part/r1"
     run.mkdir(parents=True)
-    (run / "t.csv").write_text("schedule,fd_final,fd_at_40_updates,extra\nstep_decay,12.3456,1.5,x\ncifar10,7,2,y\n")
+    (run / "t.csv").write_text("schedule,fd_final,fd_at_40_updates,extra\nstep decay,12.3456,1.5,x\ncifar10,7,2,y\n")
     _update_json(run / "metrics.json", lambda d: d.update(n=40))
     body = ("{{ table: r/t | After {{ r.metrics.n }} updates. | schedule; fd_final = final FD :.3f; "
             "fd_at_*_updates = FD at equal updates; absent? = never shown | cifar10 -> stand-in data }}\n\n"
@@ -539,7 +540,10 @@ def test_newest_full_run_is_used_and_quick_only_without_one(tmp_path):
     make_run("old", 1, False, age=300)
     make_run("full", 2, False, age=200)
     html = report.render_html(_mini(tmp_path, "v = {{ r.metrics.v }}"), "Doe", tmp_path / "outputs")
-    assert "v = 2" in html and "Built from quick runs" not in html and "outputs/course/part/full" in html
+    assert "v = 2" in html and "Built from quick runs" not in html
+    assert "outputs/course/part" not in html  # a finished report names no folder of ours
+    src, _ = report.fill_source(_mini(tmp_path, "v = {{ r.metrics.v }}"), "Doe", tmp_path / "outputs")
+    assert src.runs["r"].folder == tmp_path / "outputs/course/part/full"
 
 
 def test_math_is_kept_away_from_markdown(tmp_path):
