@@ -59,10 +59,10 @@ A3_BASE = {
                   "beta1": 0.5, "latent_dim": 100},
     "st:metrics": {"stages": _stages([300.0, 100.0, 60.0]), "best_epoch": 10, "best_frechet_distance": 60.0,
                    "frechet_distance": 60.0, "class_entropy": 2.2, "frechet_floor_train_vs_test": 2.5},
-    "bs:config": {"batch_sizes": [128, 256, 512, 1024]},
+    "bs:config": {"batch_sizes": [128, 256, 512, 1024], "epochs": 10},
     "bs:metrics": {"epochs": 10, "equal_updates_budget": 40, "least_stable_batch_size": 1024,
                    "runs": _bs_runs([50.0, 60.0, 70.0, 90.0], [80.0, 70.0, 75.0, 90.0])},
-    "sc:config": {"gamma": 0.1, "step_every": 10, "warmup_epochs": 3},
+    "sc:config": {"gamma": 0.1, "step_every": 10, "warmup_epochs": 3, "epochs": 25},
     "sc:metrics": {"batch_size": 1024, "epochs": 25, "runs": {
         "constant": _sched(100.0, 80.0, 0.5, 3), "step_decay": _sched(80.0, 78.0, 0.2, 0),
         "warmup_cosine": _sched(120.0, 90.0, 0.6, 1)}},
@@ -100,9 +100,9 @@ def _per_m(test, train, pca):
 ECE_BASE = {
     "p1:metrics": {"class_entropy": 2.2, "class_entropy_max": 2.302585, "epochs": 20, "probe_n_train": 6000,
                    "probe": _probe(0.95, 0.97, 0.80, 0.85)},
-    "p1:config": {"lr": 2e-4, "beta1": 0.5, "batch_size": 128, "nz": 100, "probe_fraction": 0.1},
+    "p1:config": {"lr": 2e-4, "beta1": 0.5, "batch_size": 128, "nz": 100, "probe_fraction": 0.1, "epochs": 20},
     "p2:config": {"data_source": "full", "hidden": [16, 64, 256], "k": 5, "sigma": 1.0, "n_train": 60000,
-                  "n_test": 10000, "lr": 1e-3, "batch_size": 128, "weight_decay": 0.0},
+                  "n_test": 10000, "lr": 1e-3, "batch_size": 128, "weight_decay": 0.0, "epochs": 25},
     "p2:metrics": {"epochs": 25, "mean_image_mse_unit": {"test": 0.06, "train": 0.06},
                    "per_M": _per_m([0.05, 0.04, 0.03], [0.049, 0.039, 0.0295], [0.01, 0.005, 0.001])},
     "p3:config": {"epochs": 50, "val_fraction": 0.2, "lr": 1e-3, "batch_size": 128},
@@ -154,7 +154,7 @@ def _vae(elbo, recon, kl, fd, epochs=25):
 
 EE_BASE = {
     "gan:config": {"lr_g_used": 4e-4, "lr_d_used": 2e-4, "d_freq": 1, "dim_z": 100, "g_channels": [64, 128, 256],
-                   "d_channels": [256, 128, 64], "dropout": 0.3, "beta1": 0.5, "batch_size": 128},
+                   "d_channels": [256, 128, 64], "dropout": 0.3, "beta1": 0.5, "batch_size": 128, "epochs": 50},
     "gan:metrics": {"epochs": 50, "final_d_loss": 1.2, "mean_D_x": 0.6, "mean_D_G_z": 0.4, "class_entropy": 2.2},
     **{f"abl/{name}:config": cfg for name, cfg in {
         "baseline": {"lr_g_used": 4e-4, "lr_d_used": 2e-4}, "g_channels_x2": {"g_channels": [128, 256, 512]},
@@ -163,9 +163,11 @@ EE_BASE = {
         "equal_lr": {"lr_d_used": 2e-4, "lr_g_used": 2e-4}, "lr_d_x2": {"lr_d_used": 4e-4, "lr_g_used": 2e-4},
         "d_freq_2": {"d_freq": 2}, "d_freq_3": {"d_freq": 3}}.items()},
     **_ablations({"g_channels_x2": 80.0, "equal_lr": 150.0}, {"equal_lr": 0.4}, {"d_freq_3": 0.1}),
-    "pix:config": {"digit": 7, "n_layers": 8, "channels": 32, "kernel": 3, "lr": 3e-3, "batch_size": 128},
+    "pix:config": {"digit": 7, "n_layers": 8, "channels": 32, "kernel": 3, "lr": 3e-3, "batch_size": 128,
+                   "epochs": 10, "binarize": "threshold"},
     "pix:metrics": _pix(90.0, 95.0, 85.0, 0.95, [0.9, 1.0, 0.95, 0.9, 0.9, 0.9, 0.9, 0.92, 0.9, 0.85]),
-    "vae:config": {"z_size": 2, "hidden_dims": [256, 128, 64, 4], "lr": 1e-3, "batch_size": 128, "coeff": 1.0},
+    "vae:config": {"z_size": 2, "hidden_dims": [256, 128, 64, 4], "lr": 1e-3, "batch_size": 128, "coeff": 1.0,
+                   "epochs": 25},
     "vae:metrics": {"epochs": 25, "prior_samples": {"class_entropy": 2.2}},
     **{f"sweep/{name}:config": {"epochs": 25, "lr": lr, "coeff": coeff, "hidden_dims": hidden}
        for name, lr, coeff, hidden in (
