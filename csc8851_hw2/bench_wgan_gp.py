@@ -1,7 +1,7 @@
 """CSC 8851 HW2 benchmark: one WGAN-GP training epoch, our loop against a reference-style loop.
 
 Both sides run the same model (``wgan_gp_model.Generator``/``Critic``, identical initial weights), the
-same batch size (128), the same step functions (``wgan_gp_model.critic_step``/``generator_step``, n_critic
+same batch size (128), the same step functions (``wgan_gp.critic_step``/``generator_step``, n_critic
 critic updates per generator update) on the same number of batches, timed side by side in
 alternating chunks so that load from other processes hits both alike, then extrapolated to an epoch.
 
@@ -10,14 +10,14 @@ alternating chunks so that load from other processes hits both alike, then extra
   (what a plain PyTorch script does);
 - ours: the split in one tensor sliced by ``TensorLoader``, ``get_device`` (flushes denormals) and
   the precision ``--precision auto`` resolves to (``common.training.resolve_precision``: bf16 on a bf16 CPU),
-  channels-last memory format on a CPU (``wgan_gp_model.memory_format``), fused Adam (``common.training.adam``).
+  channels-last memory format on a CPU (``wgan_gp.memory_format``), fused Adam (``common.training.adam``).
   ``--compare-precision`` times our loop in the other precision too, in the same rounds.
 
 ``--quality-steps N`` also trains fp32 and bf16 from the same weights, data order and noise for N
 critic steps each and reports the judge's Frechet distance and class accuracy of both generators:
 the evidence behind ``auto`` choosing bf16 (see README).
 
-Share of peak (issue 20, ``common.bench``): the FLOPs of our loop per batch (``FlopCounterMode``
+Share of peak (``common.bench``): the FLOPs of our loop per batch (``FlopCounterMode``
 on one ``critic_step`` plus one ``generator_step`` / n_critic, forward and backward, the gradient
 penalty's double backward included) over our time per batch, against the one-thread matmul peak in
 our precision, sampled between the chunks in this process.
@@ -88,10 +88,10 @@ class Side:
                 self.it = iter(self.loader)
                 x, y = next(self.it)
             x, y = x.to(self.device).contiguous(memory_format=self.fmt), y.to(self.device)
-            M.critic_step(self.G, self.D, self.opt_D, x, y, self.cfg, self.device, self.precision)
+            W.critic_step(self.G, self.D, self.opt_D, x, y, self.cfg, self.device, self.precision)
             self.batches += 1
             if self.batches % self.cfg.n_critic == 0:
-                M.generator_step(self.G, self.G_ema, self.D, self.opt_G, y, self.cfg, self.device, self.precision)
+                W.generator_step(self.G, self.G_ema, self.D, self.opt_G, y, self.cfg, self.device, self.precision)
         if timed:
             self.seconds += time.perf_counter() - start
         else:
@@ -102,9 +102,9 @@ class Side:
         x, y = next(iter(self.loader))
         x, y = x.to(self.device).contiguous(memory_format=self.fmt), y.to(self.device)
         state = (self.G, self.G_ema, self.D, self.opt_G, self.opt_D)
-        critic = count_step_flops(lambda G, G_ema, D, opt_G, opt_D: M.critic_step(
+        critic = count_step_flops(lambda G, G_ema, D, opt_G, opt_D: W.critic_step(
             G, D, opt_D, x, y, self.cfg, self.device, self.precision), *state)
-        gen = count_step_flops(lambda G, G_ema, D, opt_G, opt_D: M.generator_step(
+        gen = count_step_flops(lambda G, G_ema, D, opt_G, opt_D: W.generator_step(
             G, G_ema, D, opt_G, y, self.cfg, self.device, self.precision), *state)
         return critic + gen / self.cfg.n_critic
 
@@ -112,8 +112,8 @@ class Side:
 def speed(args, cfg, device, precision) -> dict:
     root = data_root(args.data_root)
     seed_everything(0)
-    models = M.build(W.Config(channels_last=False), device)  # NCHW master copy; each side converts
-    fmt = M.memory_format(cfg, device)
+    models = W.build(W.Config(channels_last=False), device)  # NCHW master copy; each side converts
+    fmt = W.memory_format(cfg, device)
     split = D.load_split("mnist", "train", root=root)
     x = D.images(split, "tanh", size=32, resize=cfg.resize, device=device).contiguous(memory_format=fmt)
     ours_loader = D.TensorLoader(x, split.y.to(device), batch_size=cfg.batch_size, drop_last=True, seed=0)
@@ -163,8 +163,8 @@ def quality(args, cfg, device) -> dict:
     from common.metrics import Evaluator
 
     seed_everything(0)
-    models = M.build(cfg, device)
-    fmt = M.memory_format(cfg, device)
+    models = W.build(cfg, device)
+    fmt = W.memory_format(cfg, device)
     split = D.load_split("mnist", "train", root=args.data_root)
     x = D.images(split, "tanh", size=32, resize=cfg.resize, device=device).contiguous(memory_format=fmt)
     ev = Evaluator("mnist", device, data_root=args.data_root)

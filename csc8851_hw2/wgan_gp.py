@@ -1,10 +1,12 @@
 """CSC 8851 HW2: class-conditional WGAN-GP on MNIST 32x32 with a projection critic and an EMA generator.
 
 Script and module. ``python wgan_gp.py`` trains with the handout's full recipe (Part 2) and writes
-every figure of Parts 2-4 plus a measured quality table. The models, losses and training steps are
-in ``wgan_gp_model.py``; here: the training run, the figures and the quality evaluation. The
-notebook template ``CSC8851_F2025_HW2_YourName.ipynb`` has the definitions of both files written
-into its cells when it is built.
+every figure of Parts 2-4 plus a measured quality table. The models, losses and samplers are in
+``wgan_gp_model.py``; here: the run (flags, data, one training step of each network, checkpoints),
+the figures and the quality evaluation. Three speed settings apply from outside the models, each
+with a flag that turns it off: bf16 autocast where the hardware has it (``--precision``), the
+critic's LeakyReLU of ``fast_critic.py`` (``--no-fast-leaky-relu``) and channels-last memory on a
+CPU (``--no-channels-last``).
 
 Spec: the CSC 8851 Homework 2 handout (Parts 1-4). Papers: see ``wgan_gp_model.py``.
 
@@ -28,19 +30,39 @@ from common.paths import run_dir, shown
 from common.results import write_summary
 from common.plotting import plot_bars, plot_panels, save_grid
 from common.tables import write_table
-from common.training import (EpochSamples, Run, adam, get_device, lerp, resolve_precision, resolved, seed_everything,
-                             slerp)
-from wgan_gp_model import (NUM_CLASSES, Critic, Generator, Recipe, build, class_labels, critic_step, fixed_latents,
-                           generate, generator_step, memory_format, noise)
+from common.training import (EpochSamples, Run, adam, autocast, ema_update, get_device, make_ema,
+                             resolve_precision, resolved, seed_everything, slerp)
+from fast_critic import use_fast_leaky_relu
+from wgan_gp_model import (NUM_CLASSES, PSIS, Critic, Generator, class_labels, class_samples,
+                           critic_objective, generate, generator_objective, interpolation_samples,
+                           noise, truncation_samples)
 
 COURSE, PART = "csc8851_hw2", "wgan_gp"
-PSIS = (3.0, 2.5, 2.0, 1.5, 1.0, 0.8, 0.6, 0.4, 0.2, 0.1)
 
 
 @dataclass
-class Config(Recipe, BaseConfig):
-    """The script's flags: the shared ones, the handout's recipe, and the evaluation's sizes."""
+class Config(BaseConfig):
+    """The script's flags: the shared ones, the handout's recipe (Part 2: Adam 2e-4, betas
+    (0.0, 0.9), lambda_gp 10, n_critic 3, batch 128), the speed settings and the evaluation's sizes."""
 
+    epochs: int = field(default=20, metadata={
+        "help": "training epochs (handout: 10-20); 20 because G_ema (tau 0.999) needs them to pass G (README)"})
+    batch_size: int = 128
+    lr: float = 2e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+    lambda_gp: float = field(default=10.0, metadata={"help": "gradient-penalty weight in eq. (1)"})
+    n_critic: int = field(default=3, metadata={"help": "critic updates per generator update (handout: 2-3)"})
+    z_dim: int = 64
+    embed_dim: int = 32
+    proj_dim: int = 128
+    ema_decay: float = field(default=0.999, metadata={"help": "tau of the generator EMA"})
+    channels_last: bool = field(default=True, metadata={"help": "channels-last memory format on a CPU (faster convs)"})
+    fast_leaky_relu: bool = field(default=True, metadata={
+        "help": "the critic's LeakyReLU of fast_critic.py: the same numbers, without the gradient penalty's "
+                "convolution backward passes on zeros"})
+    grid_cols: int = field(default=10, metadata={"help": "N of the final 10 x N class grid"})
+    interp_steps: int = field(default=10, metadata={"help": "K of the 10 x K interpolation panel"})
     resize: bool = field(default=False, metadata={"help": "bilinear-resize 28->32 instead of padding"})
     slerp: bool = field(default=False, metadata={"help": "spherical instead of linear interpolation"})
     n_eval: int = field(default=10000, metadata={"help": "samples for the G vs G_ema quality table"})
@@ -50,6 +72,56 @@ class Config(Recipe, BaseConfig):
 
     QUICK: typing.ClassVar[dict] = {"epochs": 2, "batch_size": 64, "n_eval": 300, "n_eval_psi": 100,
                                     "n_eval_epoch": 100}
+
+
+# --------------------------------------------------------------------------------------------
+# Models and one training step of each (the speed settings are applied here, from outside)
+
+
+def memory_format(cfg: Config, device: torch.device) -> torch.memory_format:
+    """channels-last on a CPU (oneDNN's convolutions ran ~1.3x faster per training step there, see
+    README), the default layout elsewhere or with ``--no-channels-last``."""
+    return torch.channels_last if cfg.channels_last and device.type == "cpu" else torch.contiguous_format
+
+
+def build(cfg: Config, device: torch.device) -> tuple[Generator, Generator, Critic]:
+    """G, its frozen EMA copy (deepcopy, requires_grad=False) and D, on ``device`` in
+    ``memory_format``; D with the fast LeakyReLU unless ``--no-fast-leaky-relu``."""
+    fmt = memory_format(cfg, device)
+    G = Generator(cfg.z_dim, cfg.embed_dim).to(device, memory_format=fmt)
+    D_ = Critic(proj_dim=cfg.proj_dim).to(device, memory_format=fmt)
+    if cfg.fast_leaky_relu:
+        use_fast_leaky_relu(D_)
+    return G, make_ema(G), D_
+
+
+def fixed_latents(cfg: Config, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latents and labels of every per-epoch grid: one z per column, shared by all ten rows."""
+    z = noise(cfg.grid_cols, cfg.z_dim, cfg.seed + 1).repeat(NUM_CLASSES, 1)
+    return z.to(device), class_labels(cfg.grid_cols).to(device)
+
+
+def critic_step(G: Generator, Dc: Critic, opt_D, x: torch.Tensor, y: torch.Tensor, cfg: Config,
+                device: torch.device, precision: str = "fp32") -> dict:
+    """One critic update on eq. (1) (``critic_objective``, in ``precision``); returns its terms."""
+    with autocast(device, precision):
+        loss_C, terms = critic_objective(G, Dc, x, y, cfg.lambda_gp)
+    opt_D.zero_grad(set_to_none=True)
+    loss_C.backward()
+    opt_D.step()
+    return terms
+
+
+def generator_step(G: Generator, G_ema: Generator, Dc: Critic, opt_G, y: torch.Tensor, cfg: Config,
+                   device: torch.device, precision: str = "fp32") -> float:
+    """One generator update on eq. (2), then theta_ema <- tau theta_ema + (1 - tau) theta; returns L_G."""
+    with autocast(device, precision):
+        loss_G = generator_objective(G, Dc, y)
+    opt_G.zero_grad(set_to_none=True)
+    loss_G.backward(inputs=list(G.parameters()))  # G's gradients only: D's weight gradients are not computed
+    opt_G.step()
+    ema_update(G, G_ema, cfg.ema_decay)
+    return loss_G.item()
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,33 +248,26 @@ def plot_epoch_rows(rows: list[torch.Tensor], path, cols: int) -> Path:
                      col_labels=[str(c) for c in range(NUM_CLASSES)], xlabel="label y")
 
 
-def class_grid(G: Generator, path, n: int, z_dim: int, seed: int, title: str) -> Path:
-    """Fig. 2: a 10 x N grid, row c = G(z_j, c) for N random z_j."""
-    z = noise(NUM_CLASSES * n, z_dim, seed)
-    imgs = generate(G, z, class_labels(n))
-    return save_grid(imgs, path, nrow=n, title=title, row_labels=[str(c) for c in range(NUM_CLASSES)],
-                     ylabel="label y")
+def class_grid(G: Generator, path, n: int, seed: int, title: str) -> Path:
+    """Fig. 2: a 10 x N grid, row c = G(z_j, c) for N random z_j shared by the rows."""
+    return save_grid(class_samples(G, n, seed), path, nrow=n, title=title,
+                     row_labels=[str(c) for c in range(NUM_CLASSES)], ylabel="label y")
 
 
-def interpolation_grid(G: Generator, path, k: int, z_dim: int, seed: int, spherical: bool = False) -> Path:
+def interpolation_grid(G: Generator, path, k: int, seed: int, spherical: bool = False) -> Path:
     """Fig. 3: for each class c, G(z_t, c) along z_t from z_0 to z_1 (two random endpoints), K steps."""
-    g = torch.Generator().manual_seed(seed)
-    z0, z1 = torch.randn(NUM_CLASSES, 1, z_dim, generator=g), torch.randn(NUM_CLASSES, 1, z_dim, generator=g)
-    t = torch.linspace(0, 1, k).view(1, k, 1)
-    z = (slerp if spherical else lerp)(z0, z1, t).reshape(-1, z_dim)
-    imgs = generate(G, z, class_labels(k))
+    imgs = interpolation_samples(G, k, seed, interpolate=slerp if spherical else torch.lerp)
     how = "spherical (slerp)" if spherical else "linear"
     return save_grid(imgs, path, nrow=k, title=f"G_ema latent interpolation, {how}, per class",
-                     row_labels=[str(c) for c in range(NUM_CLASSES)], col_labels=[f"{v:.2f}" for v in t.flatten()],
+                     row_labels=[str(c) for c in range(NUM_CLASSES)],
+                     col_labels=[f"{v:.2f}" for v in torch.linspace(0, 1, k).tolist()],
                      ylabel="label y", xlabel="t (z = z_0 -> z_1)")
 
 
-def truncation_grid(G: Generator, path, z_dim: int, seed: int, psis=PSIS) -> Path:
+def truncation_grid(G: Generator, path, seed: int, psis=PSIS) -> Path:
     """Fig. 4: row c, column psi: G(psi z_c, c), one z per class shared across psi."""
-    z = noise(NUM_CLASSES, z_dim, seed)
-    zs = torch.cat([psi * z[c:c + 1] for c in range(NUM_CLASSES) for psi in psis])
-    imgs = generate(G, zs, class_labels(len(psis)))
-    return save_grid(imgs, path, nrow=len(psis), title="G_ema truncation sweep: z <- psi z",
+    return save_grid(truncation_samples(G, psis, seed), path, nrow=len(psis),
+                     title="G_ema truncation sweep: z <- psi z",
                      row_labels=[str(c) for c in range(NUM_CLASSES)], col_labels=[f"{p:g}" for p in psis],
                      ylabel="label y", xlabel="psi")
 
@@ -263,13 +328,13 @@ def figures(res: Result) -> dict[str, Path]:
         "training_curves": plot_training_curves({k: run.history.series(k) for k in CURVES},
                                                     run.path("training_curves.png")),
         "samples_per_epoch": plot_epoch_rows(res.epoch_samples.rows, run.path("samples_per_epoch.png"), cfg.grid_cols),
-        "class_grid_ema": class_grid(res.G_ema, run.path("class_grid_ema.png"), cfg.grid_cols, cfg.z_dim, cfg.seed + 5,
+        "class_grid_ema": class_grid(res.G_ema, run.path("class_grid_ema.png"), cfg.grid_cols, cfg.seed + 5,
                                      "G_ema: conditional samples, rows = labels 0-9"),
-        "class_grid_G": class_grid(res.G, run.path("class_grid_G.png"), cfg.grid_cols, cfg.z_dim, cfg.seed + 5,
+        "class_grid_G": class_grid(res.G, run.path("class_grid_G.png"), cfg.grid_cols, cfg.seed + 5,
                                    "G (no EMA), same z: conditional samples, rows = labels 0-9"),
-        "interpolations": interpolation_grid(res.G_ema, run.path("interpolations.png"), cfg.interp_steps, cfg.z_dim,
+        "interpolations": interpolation_grid(res.G_ema, run.path("interpolations.png"), cfg.interp_steps,
                                              cfg.seed + 6, spherical=cfg.slerp),
-        "truncation_sweep": truncation_grid(res.G_ema, run.path("truncation_sweep.png"), cfg.z_dim, cfg.seed + 7),
+        "truncation_sweep": truncation_grid(res.G_ema, run.path("truncation_sweep.png"), cfg.seed + 7),
     }
     if res.run.history.epochs and "ema_class_accuracy" in res.run.history.epochs[0]:
         ep = res.run.history.series("epoch", "epoch")

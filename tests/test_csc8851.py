@@ -18,10 +18,11 @@ import torch.utils._python_dispatch  # noqa: F401 (TorchDispatchMode)
 
 FOLDER = Path(__file__).resolve().parents[1] / "csc8851_hw2"
 sys.path.insert(0, str(FOLDER))
+import fast_critic  # noqa: E402
 import wgan_gp as W  # noqa: E402
 import wgan_gp_model as M  # noqa: E402
 
-from common.training import ema_update, make_ema  # noqa: E402
+from common.training import ema_update, gradient_penalty, make_ema  # noqa: E402
 
 
 def layer_sequence(model: nn.Module) -> list[nn.Module]:
@@ -81,7 +82,7 @@ def test_critic_layers_and_projection(capsys):
         conv, act = layers[2 * k:2 * k + 2]
         assert isinstance(conv, nn.Conv2d) and (conv.in_channels, conv.out_channels) == (cin, cout)
         assert conv.kernel_size == (4, 4) and conv.stride == (2, 2) and conv.padding == (1, 1)
-        assert isinstance(act, nn.LeakyReLU) and act.negative_slope == 0.2
+        assert type(act) is nn.LeakyReLU and act.negative_slope == 0.2  # stock, as graded
     norms = (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm2d, nn.Sigmoid)
     assert not any(isinstance(m, norms) for m in D.modules())
     assert not any("weight_orig" in n or "parametrizations" in n for n, _ in D.named_parameters())
@@ -134,7 +135,7 @@ def test_gradient_penalty_of_linear_critic(batch):
     w[:4] = torch.tensor([1.0, 2.0, 2.0, 4.0])  # ||w|| = 5
     critic = LinearCritic(w)
     real, fake = torch.randn(batch, 1, 4, 4), torch.randn(batch, 1, 4, 4)
-    gp = M.critic_gradient_penalty(critic, real, fake, torch.zeros(batch, dtype=torch.long))
+    gp = gradient_penalty(critic, real, fake, torch.zeros(batch, dtype=torch.long))
     assert gp.item() == pytest.approx((5.0 - 1.0) ** 2)  # 16, for any batch size (per-sample norms)
     gp.backward()  # create_graph: the penalty trains the critic, d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||
     torch.testing.assert_close(critic.w.grad, 2 * (5.0 - 1.0) * w / 5.0)
@@ -143,11 +144,11 @@ def test_gradient_penalty_of_linear_critic(batch):
 def test_gradient_penalty_zero_for_unit_norm_and_real_critic_runs():
     w = torch.zeros(16)
     w[0] = 1.0
-    gp = M.critic_gradient_penalty(LinearCritic(w), torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4),
+    gp = gradient_penalty(LinearCritic(w), torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4),
                                    torch.zeros(3, dtype=torch.long))
     assert gp.item() == pytest.approx(0.0, abs=1e-12)
     D = M.Critic()
-    gp = M.critic_gradient_penalty(D, torch.randn(4, 1, 32, 32), torch.randn(4, 1, 32, 32), torch.arange(4))
+    gp = gradient_penalty(D, torch.randn(4, 1, 32, 32), torch.randn(4, 1, 32, 32), torch.arange(4))
     assert gp.dim() == 0 and gp.item() >= 0 and gp.requires_grad
 
 
@@ -162,18 +163,19 @@ class _CountConvBackward(torch.utils._python_dispatch.TorchDispatchMode):
 
 
 @pytest.mark.parametrize("bf16", [False, True])
-def test_critic_leaky_relu_same_updates_and_no_backward_on_zeros(bf16):
-    """The critic's LeakyReLU: the forward, the gradients and the gradient penalty's double backward
-    bit-equal to nn.LeakyReLU(inplace=True)'s (fp32 and bf16 autocast, channels-last), and the
+def test_fast_leaky_relu_same_updates_and_no_backward_on_zeros(bf16):
+    """fast_critic's module swap: the forward, the gradients and the gradient penalty's double
+    backward bit-equal to the stock critic's (fp32 and bf16 autocast, channels-last), and the
     double backward runs no convolution backward through the penalty's forward pass (which
     nn.LeakyReLU feeds with zeros): the critic loss's backward runs the scores' pass's 3, where
-    nn.LeakyReLU adds 3 more on zeros."""
+    the stock critic adds 3 more on zeros."""
     torch.manual_seed(0)
-    ours = M.Critic().to(memory_format=torch.channels_last)
     plain = M.Critic().to(memory_format=torch.channels_last)
-    plain.load_state_dict(ours.state_dict())
-    plain.trunk = nn.Sequential(*[nn.LeakyReLU(0.2, inplace=True) if isinstance(m, M.LeakyReLU) else m
-                                  for m in plain.trunk])
+    fast = copy.deepcopy(plain)
+    fast_critic.use_fast_leaky_relu(fast)
+    assert sum(isinstance(m, fast_critic.LeakyReLU) for m in fast.modules()) == 3
+    assert not any(isinstance(m, fast_critic.LeakyReLU) for m in plain.modules())
+    assert fast.state_dict().keys() == plain.state_dict().keys()
     x = torch.randn(8, 1, 32, 32).contiguous(memory_format=torch.channels_last)
     fake = torch.randn(8, 1, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.arange(8)
@@ -183,16 +185,27 @@ def test_critic_leaky_relu_same_updates_and_no_backward_on_zeros(bf16):
         torch.manual_seed(1)  # the same eps in the penalty
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             scores = D(torch.cat([x, fake]), torch.cat([y, y])).float()
-            gp = M.critic_gradient_penalty(D, x, fake, y).float()
+            gp = gradient_penalty(D, x, fake, y).float()
             loss = M.critic_loss(*scores.split(8), gp)
         with _CountConvBackward() as count:
             loss.backward()
         return scores, gp, [p.grad for p in D.parameters()], count.calls
 
-    (s1, gp1, g1, n1), (s2, gp2, g2, n2) = grads(ours), grads(plain)
+    (s1, gp1, g1, n1), (s2, gp2, g2, n2) = grads(fast), grads(plain)
     assert torch.equal(s1, s2) and torch.equal(gp1, gp2)
     assert all(torch.equal(a, b) for a, b in zip(g1, g2))
     assert (n1, n2) == (3, 6)
+
+
+def test_script_applies_the_speed_path_from_outside_and_its_flag_turns_it_off():
+    device = torch.device("cpu")
+    _, _, fast = W.build(W.Config(), device)
+    _, _, plain = W.build(W.Config(fast_leaky_relu=False), device)
+    assert sum(isinstance(m, fast_critic.LeakyReLU) for m in fast.modules()) == 3
+    assert all(type(m) is nn.LeakyReLU for m in plain.trunk if isinstance(m, nn.LeakyReLU))
+    assert not any(isinstance(m, fast_critic.LeakyReLU) for m in plain.modules())
+    cfg = W.parse_config(W.Config, ["--no-fast-leaky-relu"])
+    assert cfg.fast_leaky_relu is False
 
 
 def test_losses_match_equations():
@@ -200,6 +213,23 @@ def test_losses_match_equations():
     # L_C = -(2 - (-0.5)) + 10 * 0.3
     assert M.critic_loss(d_real, d_fake, torch.tensor(0.3), 10.0).item() == pytest.approx(-2.5 + 3.0)
     assert M.generator_loss(d_fake).item() == pytest.approx(0.5)
+
+
+def test_samplers_lay_out_the_grids_by_class():
+    torch.manual_seed(0)
+    G = M.Generator()
+    grid = M.class_samples(G, n=4, seed=3)
+    assert grid.shape == (40, 1, 32, 32)
+    interp = M.interpolation_samples(G, k=5, seed=3)
+    assert interp.shape == (50, 1, 32, 32)
+    trunc = M.truncation_samples(G, psis=(1.0, 0.0), seed=3)
+    assert trunc.shape == (20, 1, 32, 32)
+    # psi = 0 gives z = 0 for every class: row c, column 2 is G(0, c)
+    torch.testing.assert_close(trunc[1::2], M.generate(G, torch.zeros(10, 64), torch.arange(10)))
+    # the interpolation's first and last columns are G at its two endpoints z_0 and z_1
+    z0, z1 = M.noise(20, 64, 3).view(2, 10, 64)
+    torch.testing.assert_close(interp[0::5], M.generate(G, z0, torch.arange(10)))
+    torch.testing.assert_close(interp[4::5], M.generate(G, z1, torch.arange(10)), atol=1e-5, rtol=1e-4)
 
 
 def test_ema_update_by_hand():
@@ -232,12 +262,12 @@ def test_generator_step_updates_ema_and_critic_step_trains_critic():
     torch.manual_seed(0)
     cfg = W.Config(batch_size=8)
     device = torch.device("cpu")
-    G, G_ema, D = M.build(cfg, device)
+    G, G_ema, D = W.build(cfg, device)
     opt_G = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.0, 0.9))
     opt_D = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.0, 0.9))
     x, y = torch.rand(8, 1, 32, 32) * 2 - 1, torch.arange(8)
     d0 = D.embed.weight.clone()
-    scalars = M.critic_step(G, D, opt_D, x, y, cfg, device, "fp32")
+    scalars = W.critic_step(G, D, opt_D, x, y, cfg, device, "fp32")
     assert set(scalars) == {"d_real", "d_fake", "gp", "loss_C"}
     assert not torch.equal(d0, D.embed.weight)
     e0, g0 = G_ema.fc.weight.clone(), G.fc.weight.clone()
@@ -245,7 +275,7 @@ def test_generator_step_updates_ema_and_critic_step_trains_critic():
     G2, D2 = copy.deepcopy(G), copy.deepcopy(D)  # the same update by a backward to every parameter
     opt_G2 = torch.optim.Adam(G2.parameters(), lr=1e-3, betas=(0.0, 0.9))
     torch.manual_seed(1)
-    M.generator_step(G, G_ema, D, opt_G, y, cfg, device, "fp32")
+    W.generator_step(G, G_ema, D, opt_G, y, cfg, device, "fp32")
     torch.manual_seed(1)
     M.generator_loss(D2(G2(torch.randn(8, cfg.z_dim), y), y)).backward()
     opt_G2.step()
