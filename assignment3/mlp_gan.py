@@ -6,7 +6,8 @@ Goodfellow et al., "Generative Adversarial Nets" (2014), with the non-saturating
 * TODO-1 ``Generator`` (100 -> 256 -> 512 -> 1024 -> 784, Tanh) and ``Discriminator``
   (784 -> 1024 -> 512 -> 256 -> 1, Sigmoid), each ONE ``nn.Sequential``; LeakyReLU(0.2) between
   the linear layers, dropout in D.
-* TODO-2 ``nn.BCELoss`` and Adam (``make_optimizers``).
+* TODO-2 ``nn.BCELoss`` and Adam (``make_optimizers``; ``fit`` builds the same with the fused
+  kernel, ``common.training.adam``).
 * TODO-3 ``real_fake_labels``, ``d_loss_real``, ``d_loss_fake``, ``g_loss_fn``, freezing with
   ``set_requires_grad`` inside ``train_discriminator_step`` / ``train_generator_step``, and
   ``train_step`` (one D step, then one G step).
@@ -97,9 +98,10 @@ class Discriminator(nn.Sequential):
 
 
 def make_optimizers(G: nn.Module, D: nn.Module, lr: float = 2e-4, beta1: float = 0.5):
-    """Adam for each network, (beta1, 0.999) as in DCGAN; returns ``(opt_G, opt_D)``."""
-    return (adam(G.parameters(), lr=lr, betas=(beta1, 0.999)),
-            adam(D.parameters(), lr=lr, betas=(beta1, 0.999)))
+    """Adam for each network, betas (beta1, 0.999) as in DCGAN; returns ``(opt_G, opt_D)``."""
+    opt_G = torch.optim.Adam(G.parameters(), lr=lr, betas=(beta1, 0.999))
+    opt_D = torch.optim.Adam(D.parameters(), lr=lr, betas=(beta1, 0.999))
+    return opt_G, opt_D
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,8 +134,8 @@ def set_requires_grad(model: nn.Module, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
-def noise(n: int, latent_dim: int = LATENT_DIM, device="cpu", generator: torch.Generator | None = None):
-    """z ~ N(0, I), shape (n, latent_dim)."""
+def noise(n: int, latent_dim: int = LATENT_DIM, device="cpu", generator=None) -> torch.Tensor:
+    """z ~ N(0, I), shape (n, latent_dim), from ``generator`` (a torch.Generator) if given."""
     if generator is not None:
         return torch.randn(n, latent_dim, generator=generator).to(device)
     return torch.randn(n, latent_dim, device=device)
@@ -192,7 +194,7 @@ def sample(G: nn.Module, z: torch.Tensor, batch: int = 2000) -> torch.Tensor:
     return out
 
 
-def fixed_noise(n: int, latent_dim: int = LATENT_DIM, seed: int = 1234, device="cpu") -> torch.Tensor:
+def fixed_noise(n: int, latent_dim: int = LATENT_DIM, seed: int = 1234, device="cpu"):
     """The same noise every time (seeded), made once per run for sample grids."""
     return noise(n, latent_dim, device, torch.Generator().manual_seed(seed))
 
@@ -231,7 +233,8 @@ def fit(cfg, run: Run, x: torch.Tensor, device, precision: str = "fp32", evaluat
     """
     torch.manual_seed(cfg.seed)
     G, Dn = Generator(cfg.latent_dim).to(device), Discriminator(cfg.dropout).to(device)
-    opt_G, opt_D = make_optimizers(G, Dn, cfg.lr, cfg.beta1)
+    # make_optimizers' Adam, with its fused kernel where PyTorch has one (common.training.adam)
+    opt_G, opt_D = (adam(m.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)) for m in (G, Dn))
     criterion = nn.BCELoss()
     loader = make_loader(x, cfg.batch_size, cfg.seed)
     scheds = [schedule(o, len(loader), cfg.epochs) for o in (opt_G, opt_D)] if schedule else []
