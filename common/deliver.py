@@ -72,15 +72,34 @@ def _replace_folder(folder: Path, target: Path) -> None:
     os.replace(folder, target)
 
 
+# MathJax's HTML-CSS output with the STIX-Web fonts that the local copy ships (its default TeX
+# fonts are not there, and Chromium's own MathML rendering floats hats and underbraces apart).
+MATHJAX_CONFIG = """<script type="text/x-mathjax-config">
+MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web",
+                                 imageFont: null}, MMLorHTML: {prefer: "HTML"}});
+</script>
+"""
+# Printed: narrow margins, no In/Out prompts and 11 px code, so that PRINTED_CODE_WIDTH characters
+# fit a Letter or A4 line; a longer output line wraps at a space, never inside a word.
+PRINT_CSS = """<style>
+@page { margin: 12mm; }
+@media print {
+  :root { --jp-code-font-size: 11px; }
+  .jp-InputPrompt, .jp-OutputPrompt { display: none !important; }
+  pre { white-space: pre-wrap !important; word-break: normal !important; overflow-wrap: break-word; }
+}
+</style>
+"""
+PRINTED_CODE_WIDTH = 100
+
+
 def notebook_to_html(nb, html: Path) -> Path:
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(mathjax_url=mathjax_url())
     body, _ = exporter.from_notebook_node(nb)
-    # Long code lines wrap instead of running off the printed page's right edge.
-    body = body.replace("</head>", "<style>@media print { .highlight pre, .output_text pre, pre "
-                        "{ white-space: pre-wrap !important; word-break: break-word; } }</style></head>", 1)
-    html.write_text(body)
+    body = body.replace("<!-- Load mathjax -->", "<!-- Load mathjax -->\n" + MATHJAX_CONFIG, 1)
+    html.write_text(body.replace("</head>", PRINT_CSS + "</head>", 1))
     return html
 
 
@@ -158,28 +177,79 @@ def execute_notebook(nb, workdir: Path, timeout: int = 6 * 3600, env: dict | Non
     return nb
 
 
+def write_idx(path: Path, array) -> None:
+    """``array`` (uint8 images (N, H, W) or labels (N,)) as an IDX file, the format of MNIST's
+    files that torchvision reads."""
+    import numpy as np
+
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+def place_data(folder: Path, quick: bool, data_root=None, datasets=("mnist",)) -> str:
+    """Put the data a notebook reads from ``./data`` into ``folder/data`` in torchvision's layout,
+    and say what it is. Quick: the embedded sample's images (2,000 training and 1,000 test
+    images), written as the IDX files torchvision reads, so a quick build needs no network.
+    Full: a link to the full set under the data root (downloaded there first when missing and a
+    network exists); :class:`DataError` with one line when it cannot be had."""
+    from . import data as D
+
+    (folder / "data").mkdir(exist_ok=True)
+    said = []
+    for name in datasets:
+        info = D.dataset_info(name)
+        if quick:
+            raw = folder / "data" / info.folder / "raw"
+            raw.mkdir(parents=True, exist_ok=True)
+            counts = []
+            for split, prefix in (("train", "train"), ("test", "t10k")):
+                x, y = D._read_sample(info, split)
+                write_idx(raw / f"{prefix}-images-idx3-ubyte", x.squeeze(1).numpy())
+                write_idx(raw / f"{prefix}-labels-idx1-ubyte", y.numpy())
+                counts.append(f"{len(y):,} {split}")
+            said.append(f"the embedded {info.title} sample ({' and '.join(counts)} images)")
+        else:
+            root = data_root_of(data_root)
+            for split in ("train", "test"):
+                D.read_torchvision(name, split, root)  # DataError: one line that says what to do
+            (folder / "data" / info.folder).symlink_to((root / info.folder).resolve(), target_is_directory=True)
+            said.append(f"{info.title} from {shown(root / info.folder)}")
+    return ", ".join(said)
+
+
 def deliver_notebook(template: Path, dst: Path, name: str | None = None, pdf: bool = True,
-                     data_root=None, work_root: Path | None = None) -> Path:
+                     data_root=None, work_root: Path | None = None, quick: bool | None = None) -> Path:
     """Build ``template`` (:func:`build_notebook`), run it in an empty folder with a bare kernel,
     and only when every cell ran, write ``dst`` and its PDF (and the HTML the PDF is printed from,
     beside the run's figures). A failure leaves ``dst`` and its PDF as they were; the partly run
     notebook and its folder stay under ``<work_root>/<dst stem>.failed/``.
 
-    The kernel reads the data from this repository's data folder (``HW_DATA_ROOT``) and writes its
-    figures into ``<work_root>/<dst stem>/`` (``work_root``: ``outputs/notebooks``)."""
+    The kernel's ``./data`` holds what :func:`place_data` puts there (the embedded sample in quick
+    mode, ``quick``: ``HW_QUICK``; else the full set); it is removed after the run. The figures
+    stay in ``<work_root>/<dst stem>/`` (``work_root``: ``outputs/notebooks``)."""
     import nbformat
 
+    from .cli import env_quick
+
+    quick = env_quick() if quick is None else quick
     dst = Path(dst).resolve()
     nb = build_notebook(Path(template), name)
     home = Path(work_root) if work_root else OUTPUTS / "notebooks"
     home.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{dst.stem}.", dir=home))
     try:
-        execute_notebook(nb, workdir, env={"HW_DATA_ROOT": str(data_root_of(data_root))})
+        print(f"running {Path(template).name} on {place_data(workdir, quick, data_root)}")
+        execute_notebook(nb, workdir, env={"HW_QUICK": "1" if quick else "0"})
     except NotebookFailed:
+        shutil.rmtree(workdir / "data", ignore_errors=True)
         nbformat.write(nb, workdir / dst.name)
         _replace_folder(workdir, home / f"{dst.stem}.failed")
         raise
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    shutil.rmtree(workdir / "data", ignore_errors=True)
     html = notebook_to_html(nb, workdir / f"{dst.stem}.html")
     staged = [(workdir / dst.name, dst)]
     nbformat.write(nb, staged[0][0])
@@ -211,6 +281,7 @@ def main(argv=None) -> None:
         zip_course(args.course, args.name, args.dist)
         return
     from .cli import env_quick
+    from .data import DataError
     from .inline import InlineError
 
     dst = Path(args.dst)
@@ -218,6 +289,10 @@ def main(argv=None) -> None:
         dst = dst.with_name(f"{dst.stem}_quick{dst.suffix}")
     try:
         deliver_notebook(Path(args.src), dst, name=args.name, pdf=not args.no_pdf)
+    except DataError as exc:
+        print(f"error: the full build of {shown(Path(args.src))} needs the full data: {exc} "
+              "(QUICK=1 / HW_QUICK=1 builds on the embedded sample)", file=sys.stderr)
+        sys.exit(2)
     except (NotebookFailed, InlineError) as exc:
         print(f"error: {shown(Path(args.src))}: {exc}; {shown(dst)} was left as it was", file=sys.stderr)
         sys.exit(1)

@@ -8,10 +8,13 @@ A template's code cell made only of directive lines (and comment lines, which ar
 
 (paths from the repository root) is replaced by the named top-level definitions of each file, with
 the definitions of the same file they use (unless an earlier cell already holds them) and the
-imports they need; without names, the whole file. Imports of the repository's own modules
-(``common``, a course's modules) are left out: every name they bind that the copied code uses must
-be defined by an earlier cell of the notebook (or an earlier directive of the same cell), else the
-build stops with an :class:`InlineError`. So a built notebook never imports ``common``.
+imports they need that no earlier cell made; without names, the whole file. The cell's comment
+lines stay above the code; nothing says where the code came from. Imports of the repository's own
+modules (``common``, a course's modules) are left out: every name they bind that the copied code
+uses must be defined by an earlier cell of the notebook (or an earlier directive of the same
+cell), else the build stops with an :class:`InlineError`. So a built notebook never imports
+``common``. Annotations count as used names (the notebook has no ``from __future__`` import), so a
+copied definition runs as it reads.
 """
 from __future__ import annotations
 
@@ -38,29 +41,9 @@ def _bound_names(node: ast.stmt) -> set[str]:
     return {n.id for t in targets if t is not None for n in ast.walk(t) if isinstance(n, ast.Name)}
 
 
-class _Uses(ast.NodeVisitor):
-    """Names a statement reads; annotations are skipped where they are never evaluated."""
-
-    def __init__(self, lazy_annotations: bool):
-        self.names: set[str] = set()
-        self.lazy = lazy_annotations
-
-    def visit_Name(self, node):
-        self.names.add(node.id)
-
-    def generic_visit(self, node):
-        for field, value in ast.iter_fields(node):
-            if self.lazy and field in ("annotation", "returns"):
-                continue
-            for item in value if isinstance(value, list) else [value]:
-                if isinstance(item, ast.AST):
-                    self.visit(item)
-
-
-def _uses(node: ast.AST, lazy: bool) -> set[str]:
-    v = _Uses(lazy)
-    v.visit(node)
-    return v.names
+def _uses(node: ast.AST) -> set[str]:
+    """The names a statement reads (annotations included: they are evaluated)."""
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
 
 
 def _is_repository_module(node: ast.Import | ast.ImportFrom, folder: Path) -> bool:
@@ -95,11 +78,11 @@ def _import_subset(node: ast.Import | ast.ImportFrom, needed: set[str]) -> str:
     return ast.unparse(trimmed)
 
 
-def inline_source(rel_path: str, names: list[str] | None, defined: set[str]) -> tuple[str, set[str], bool]:
-    """The code of ``names`` (or the whole file) from ``ROOT / rel_path``, the names it defines, and
-    whether its annotations must stay unevaluated (the file imports ``annotations`` from ``__future__``).
+def inline_source(rel_path: str, names: list[str] | None, defined: set[str]) -> tuple[str, set[str]]:
+    """The code of ``names`` (or the whole file) from ``ROOT / rel_path`` and the names it defines.
 
-    ``defined`` holds the names the notebook defines before this point."""
+    ``defined`` holds the names the notebook defines before this point: definitions among them are
+    not copied again, and imports that bind only such names are left out."""
     path = ROOT / rel_path
     if not path.is_file():
         raise InlineError(f"{rel_path}: no such file in the repository")
@@ -109,7 +92,6 @@ def inline_source(rel_path: str, names: list[str] | None, defined: set[str]) -> 
     body = [n for n in tree.body if not _is_main_guard(n)]
     if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
         body = body[1:]  # the module docstring
-    lazy = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in body)
     body = [n for n in body if not (isinstance(n, ast.ImportFrom) and n.module == "__future__")]
     imports = [n for n in body if isinstance(n, (ast.Import, ast.ImportFrom))]
     definitions = [n for n in body if n not in imports]
@@ -128,14 +110,14 @@ def inline_source(rel_path: str, names: list[str] | None, defined: set[str]) -> 
                 continue
             chosen.add(id(node))
             # what the notebook already defines (an earlier cell inlined it) is used, not copied again
-            todo += [by_name[u] for u in _uses(node, lazy) - defined if u in by_name and id(by_name[u]) not in chosen]
+            todo += [by_name[u] for u in _uses(node) - defined if u in by_name and id(by_name[u]) not in chosen]
     kept = [n for n in definitions if id(n) in chosen]
     provides = set().union(*(_bound_names(n) for n in kept)) if kept else set()
-    used = set().union(*(_uses(n, lazy) for n in kept)) if kept else set()
+    used = set().union(*(_uses(n) for n in kept)) if kept else set()
 
     import_lines, imported = [], set()
     for node in imports:
-        needed = _bound_names(node) & used
+        needed = _bound_names(node) & used - provides
         if not needed:
             continue
         if _is_repository_module(node, path.parent):
@@ -144,8 +126,9 @@ def inline_source(rel_path: str, names: list[str] | None, defined: set[str]) -> 
                 raise InlineError(f"{rel_path} uses {', '.join(lacking)} from `{ast.unparse(node)}`, which no earlier "
                                   "cell of the notebook defines: inline it first")
             continue
-        import_lines.append(_import_subset(node, needed))
-        imported |= needed
+        if needed - defined:  # an import an earlier cell made is not repeated
+            import_lines.append(_import_subset(node, needed - defined))
+            imported |= needed - defined
 
     parts, floor = [], 0
     for node in body:
@@ -153,7 +136,7 @@ def inline_source(rel_path: str, names: list[str] | None, defined: set[str]) -> 
             parts.append(_segment(lines, node, floor).rstrip("\n"))
         floor = node.end_lineno
     code = "\n".join(import_lines) + "\n\n\n" + "\n\n\n".join(parts) + "\n"
-    return code.lstrip("\n"), provides | imported, lazy
+    return code.lstrip("\n"), provides | imported
 
 
 def parse_directive(line: str) -> tuple[str, list[str] | None]:
@@ -185,13 +168,9 @@ def inline_notebook(nb) -> None:
         comments = [ln for ln in src_lines if ln.startswith("#") and not ln.startswith(DIRECTIVE)]
         if len(directives) + len(comments) != len(src_lines):
             raise InlineError(f"a cell mixes `{DIRECTIVE}` directives with code: {src_lines[0]!r}")
-        chunks, lazy = [], False
+        chunks = []
         for line in directives:
-            rel, names = parse_directive(line)
-            code, provides, lazy_here = inline_source(rel, names, defined)
+            code, provides = inline_source(*parse_directive(line), defined)
             defined |= provides
-            lazy |= lazy_here
-            chunks.append(f"# {rel}" + (f" ({', '.join(names)})" if names else "") + "\n" + code)
-        header = comments + (["from __future__ import annotations"] if lazy else [])
-        cell.source = "\n".join(header + ["\n\n".join(chunks).rstrip("\n")])
-        cell.metadata["inlined_from"] = [parse_directive(d)[0] for d in directives]
+            chunks.append(code)
+        cell.source = "\n".join(comments + ["\n\n\n".join(chunks).rstrip("\n")])
