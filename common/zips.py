@@ -447,28 +447,47 @@ def pruned_module(c: Closure, name: str) -> str:
         if id(node) in kept:
             uses = _uses(node, False)
             needed |= {u for u in uses.names | {a for a, _ in uses.attrs} if top.get(u) is not None}
-    stem = name.split(".")[-1]
-    title = HELPER_TITLES.get(stem, "Helpers")
+    title = _section_title(mod)
     out = [f'"""{title}.\n\nOnly the definitions that the scripts of this folder use."""\n']
     if mod.lazy:
         out.append("from __future__ import annotations\n")
-    imports = []
+    groups: dict[int, list[str]] = {}  # the standard library, third-party packages, this package
     for node in mod.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             want = _bound_names(node) & needed
             if want:
-                imports.append(_import_subset(node, want))
-    if imports:
-        out.append("\n" + "\n".join(imports) + "\n")
-    floor = 0
-    parts = []
-    for node in mod.body:
-        if id(node) in kept and not isinstance(node, (ast.Import, ast.ImportFrom)):
-            parts.append(_segment(mod.lines, node, floor).rstrip("\n"))
-        floor = node.end_lineno
-    if parts:
-        out.append("\n\n" + "\n\n\n".join(parts) + "\n")
+                groups.setdefault(_import_group(node), []).append(_import_subset(node, want))
+    if groups:
+        out.append("\n" + "\n\n".join("\n".join(groups[k]) for k in sorted(groups)) + "\n")
+    out.append("\n\n" + _join_kept(mod, [n for n in mod.body if id(n) in kept
+                                          and not isinstance(n, (ast.Import, ast.ImportFrom))]) + "\n")
     return rename_package("".join(out))
+
+
+def _import_group(node: ast.Import | ast.ImportFrom) -> int:
+    if isinstance(node, ast.ImportFrom) and node.level:
+        return 2
+    top = (node.module if isinstance(node, ast.ImportFrom) else node.names[0].name).split(".")[0]
+    return 0 if top in sys.stdlib_module_names else 1 if top != PACKAGE else 2
+
+
+def _join_kept(mod: Module, nodes: list[ast.stmt], text=None) -> str:
+    """The statements' sources (``text(node, floor)``, by default :func:`_segment`) joined as in
+    the file: two statements that were neighbours keep the blank lines between them, others get two."""
+    text = text or (lambda node, floor: _segment(mod.lines, node, floor))
+    out, prev = [], None
+    for node in nodes:
+        index = mod.body.index(node) if node in mod.body else len(mod.body)
+        floor = mod.body[index - 1].end_lineno if index else 0
+        seg = text(node, floor).rstrip("\n")
+        if out:
+            neighbours = prev is not None and index > 0 and mod.body[index - 1] is prev
+            first = node.end_lineno - len(seg.splitlines()) + 1
+            blank = sum(1 for ln in mod.lines[prev.end_lineno:first - 1] if not ln.strip()) if neighbours else 2
+            out.append("\n" * (min(blank, 2) + 1))
+        out.append(seg)
+        prev = node
+    return "".join(out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -582,13 +601,26 @@ def standalone_script(c: Closure, entry: str) -> str:
     head = [script.docstring + "\n"] if script.docstring else []
     if any(c.p.module(m).lazy for m in mods):
         head.append("from __future__ import annotations\n")
-    plain = sorted(v for v in imports.values() if v.startswith("import "))
-    froms = sorted(v for v in imports.values() if v.startswith("from "))
-    head.append("\n" + "\n".join(_merge_imports(plain + froms)) + "\n")
+    blocks = []
+    for stdlib in (True, False):
+        lines = [v for v in imports.values() if (v.split()[1].split(".")[0] in sys.stdlib_module_names) == stdlib]
+        plain = sorted(v for v in lines if v.startswith("import "))
+        froms = sorted(v for v in lines if v.startswith("from "))
+        if lines:
+            blocks.append("\n".join(_merge_imports(plain + froms)))
+    head.append("\n" + "\n\n".join(blocks) + "\n")
     body = []
     for title, part in sections:
         if part:
-            body.append(f"# {'-' * 92}\n# {title}\n\n\n" + "\n\n\n".join(_flat_text(c, m, n) for m, n in part))
+            runs: list[list] = []  # consecutive statements of one module, joined as they stood there
+            for m, n in part:
+                if runs and runs[-1][0] == m:
+                    runs[-1][1].append(n)
+                else:
+                    runs.append([m, [n]])
+            text = "\n\n\n".join(_join_kept(c.p.module(m), nodes, lambda node, floor, m=m: _flat_text(c, m, node))
+                                  for m, nodes in runs)
+            body.append(f"# {'-' * 92}\n# {title}\n\n\n" + text)
         if title == "This study" and by_module:
             body.append(f"# {'=' * 92}\n# Helper code: what the study above calls (data, training loop, evaluation, "
                         "figures, tables)")
