@@ -4,8 +4,8 @@ tables of every run.
     python -m common.gallery              # or: make gallery
     python -m common.gallery --outputs DIR --out DIR/index.html
 
-A section per course folder of ``outputs/`` (then the notebooks'). It opens with one card per
-part: the part's main run (the first kind its ``course.toml`` lists that has a run, its newest
+A section per course folder of ``outputs/`` (then any other folder). It opens with one card per
+part its ``course.toml`` titles: the part's main run (the first kind its ``course.toml`` lists that has a run, its newest
 full run, else its newest quick one), with its headline numbers under human labels and units and
 its best figure. Below, per part, every run folder ``<part>/<run>/`` (``common.courses.run_folders``,
 the quick ones named ``<run>_quick``), newest first, the card's run open: its numbers, figures,
@@ -129,7 +129,9 @@ def card_html(part: Part, index_dir: Path) -> str:
     fig = best_figure(run, kind)
     img = (f'<a href="{_e(_rel(fig, index_dir))}"><img src="{_e(_rel(fig, index_dir))}" alt="{_e(fig.name)}"></a>'
            f'<p class="note">{_e(caption(fig, run))}</p>') if fig else '<p class="note">no figure yet</p>'
-    numbers = numbers_html(headline(run, kind)) or '<p class="note">no headline numbers for this run</p>'
+    numbers = numbers_html(headline(run, kind))
+    if not numbers and (run / "metrics.json").is_file():
+        numbers = '<p class="note">no headline numbers for this run</p>'
     return (f'<div class="card"><h3><a href="#{_e(_anchor(run, index_dir))}">{_e(part.title)}</a></h3>'
             f'<p class="run"><code>{_e(run.name)}</code> {_badge(run)}</p>{numbers}{img}</div>')
 
@@ -145,7 +147,7 @@ def run_html(run: Path, kind, index_dir: Path, open_: bool) -> str:
     # the skeleton's copies in imgs/ of figures the run folder holds too are shown once
     pngs = [p for p in sorted(run.rglob("*.png")) if not (p.parent == run / "imgs" and (run / p.name).is_file())]
     fig = best_figure(run, kind)
-    top = [p for p in pngs if p.parent == run or p.parent == run / "imgs"]
+    top = [p for p in pngs if p.parent == run or p.parent == run / "imgs"] or pngs  # a notebook's: all in figures/
     subs = [p for p in pngs if p not in top]
     ordered = ([fig] if fig in top else []) + [p for p in top if p != fig]
     if ordered:
@@ -214,7 +216,8 @@ def build_gallery(outputs: Path | None = None, out: Path | None = None) -> Path:
         if not parts:
             continue
         title = course.title if course else top.name
-        cards = '<div class="cards">' + "".join(card_html(p, index_dir) for p in parts) + "</div>"
+        titled = [p for p in parts if not course or p.folder.name in dict(course.parts)]  # not benchmarks
+        cards = '<div class="cards">' + "".join(card_html(p, index_dir) for p in titled or parts) + "</div>"
         blocks = [f"<h4>{_e(p.title)}</h4>" + "".join(run_html(r, p.kind(r), index_dir, open_=(r == p.main))
                                                       for r in p.runs) for p in parts]
         nav.append(f'<a href="#{_e(top.name)}">{_e(title)}</a>')
