@@ -22,6 +22,8 @@ import time
 from typing import Any, Callable
 
 import torch
+import torch.utils._python_dispatch
+import torch.utils._pytree
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import data as D
@@ -32,6 +34,7 @@ from .training import resolve_precision
 
 LINE = re.compile(r"^(?P<name>[a-z0-9 -]+) speedup: (?P<ratio>[0-9.]+)x\s*$")
 SHARE_LINE = re.compile(r"^(?P<name>[a-z0-9 -]+) share of peak: (?P<percent>[0-9.]+)%\s*$")
+MEMORY_LINE = re.compile(r"^(?P<name>[a-z0-9 -]+) share of memory roofline: (?P<percent>[0-9.]+)%\s*$")
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 PEAK_N = 2048  # the peak is an N x N by N x N matmul
 
@@ -150,6 +153,66 @@ def print_share(name: str, flops: float, seconds: float, precision: str, peak: P
           f"between the rounds; best {peak.best(precision):.1f}), {threads} thread(s)")
     print(f"{name} share of peak: {100 * share:.1f}%")
     return share
+
+
+# --------------------------------------------------------------------------------------------
+# Memory roofline: for narrow layers the bound is the bytes a step moves, not its FLOPs
+
+
+def copy_bandwidth(n_bytes: int = 1 << 28, repeats: int = 3) -> float:
+    """GB/s of a one-thread copy of an ``n_bytes`` tensor into another (read + write counted, best
+    of ``repeats`` after one untimed copy): the memory bandwidth one core reaches."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        src = torch.ones(n_bytes // 4)
+        dst = torch.empty_like(src)
+        dst.copy_(src)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            dst.copy_(src)
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return 2 * n_bytes / best / 1e9
+
+
+class _ByteCounter(torch.utils._python_dispatch.TorchDispatchMode):
+    """Sums the bytes of every tensor each ATen op reads (its tensor arguments) and writes (its
+    tensor results): what the op moves if every tensor goes through memory once."""
+
+    def __init__(self):
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        tensors = torch.utils._pytree.tree_leaves((args, kwargs or {}, out))
+        self.bytes += sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+        return out
+
+
+def count_step_bytes(step: Callable[..., Any], *state) -> int:
+    """Bytes one eager call of ``step(*copies)`` moves, op by op (:class:`_ByteCounter`), on deep
+    copies of ``state`` as in :func:`count_step_flops`. A compiled step fuses element-wise ops and
+    moves fewer bytes, so for it this is an upper bound of the traffic."""
+    copies = copy.deepcopy(state)
+    counter = _ByteCounter()
+    with counter:
+        step(*copies)
+    return counter.bytes
+
+
+def print_memory_roofline(name: str, n_bytes: float, seconds: float, bandwidth: float, what: str = "step") -> float:
+    """Print the bytes a ``what`` moves, the time they take at ``bandwidth`` GB/s (one thread), and
+    ``<name> share of memory roofline: <percent>%`` (that time over the measured one); returns it."""
+    bound = n_bytes / (bandwidth * 1e9)
+    print(f"{name}: {n_bytes / 1e9:.2f} GB per {what} (each eager op's tensors read and written once) at "
+          f"{bandwidth:.1f} GB/s (one-thread copy of 256 MB, measured in this run) = {bound * 1000:.0f} ms; "
+          f"measured {seconds * 1000:.0f} ms")
+    print(f"{name} share of memory roofline: {100 * bound / seconds:.1f}%")
+    return bound / seconds
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,13 +338,16 @@ def bench_data(root=None, batch_size: int = 128, repeats: int = 3) -> float:
 
 
 def parse_summary(stdout: str) -> dict[str, dict[str, float]]:
-    """``{name: {"ratio": x, "share": fraction}}`` from a benchmark's speedup and share lines."""
+    """``{name: {"ratio": x, "share": fraction, "memory": fraction}}`` from a benchmark's speedup,
+    share-of-peak and share-of-memory-roofline lines."""
     out: dict[str, dict[str, float]] = {}
     for line in stdout.splitlines():
         if m := LINE.match(line.strip()):
             out.setdefault(m["name"], {})["ratio"] = float(m["ratio"])
         elif m := SHARE_LINE.match(line.strip()):
             out.setdefault(m["name"], {})["share"] = float(m["percent"]) / 100
+        elif m := MEMORY_LINE.match(line.strip()):
+            out.setdefault(m["name"], {})["memory"] = float(m["percent"]) / 100
     return out
 
 
@@ -312,7 +378,7 @@ def main(argv=None) -> None:
         bench_data(args.data_root)
         return
     start = time.perf_counter()
-    rows = [("data loader", bench_data(args.data_root), None, 10.0, "")]
+    rows = [("data loader", bench_data(args.data_root), None, None, 10.0, "")]
     seconds = {"data loader": time.perf_counter() - start}  # each script's wall time, on its first row
     for folder, script, targets in course_benchmarks():
         print(f"\n== {', '.join(targets)} ({folder}/{script})", flush=True)
@@ -321,7 +387,7 @@ def main(argv=None) -> None:
         seconds[next(iter(targets))] = time.perf_counter() - t0
         for name, target in targets.items():
             got = found.get(name, {})
-            rows.append((name, got.get("ratio"), got.get("share"), target,
+            rows.append((name, got.get("ratio"), got.get("share"), got.get("memory"), target,
                          problem or ("" if "ratio" in got else "no speedup line")))
     peak = PeakMeter(*hardware_precisions())
     for _ in range(3):
@@ -334,18 +400,25 @@ def main(argv=None) -> None:
     lines = ["# Benchmarks", "", f"Machine: {torch.get_num_threads()} threads, torch {torch.__version__}, "
              f"{torch.backends.cpu.get_cpu_capability()}; one-thread matmul peak at the end {peaks} (best of 3). "
              f"Total {time.perf_counter() - start:.0f} s.", "",
-             "| benchmark | speedup | share of peak | target | met | seconds (its script) |",
-             "|---|---|---|---|---|---|"]
-    for name, ratio, share, target, problem in rows:
+             "| benchmark | speedup | share of matmul peak | share of memory roofline | target | met "
+             "| seconds (its script) |",
+             "|---|---|---|---|---|---|---|"]
+
+    def pct(x):
+        return "" if x is None else f"{100 * x:.1f}%"
+
+    for name, ratio, share, memory, target, problem in rows:
         speedup = f"{ratio:.2f}x" if ratio is not None else problem
         took = f"{seconds[name]:.0f}" if name in seconds else ""
-        lines.append(f"| {name} | {speedup} | {'' if share is None else f'{100 * share:.1f}%'} | {target:g}x "
+        lines.append(f"| {name} | {speedup} | {pct(share)} | {pct(memory)} | {target:g}x "
                      f"| {'yes' if ratio and ratio >= target else 'no'} | {took} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print(f"\nwrote {shown(out / 'results.md')}; make bench total: {time.perf_counter() - start:.0f} s")
-    for name, ratio, share, target, problem in rows:
+    for name, ratio, share, memory, target, problem in rows:
         if share is not None:
             print(f"{name} share of peak: {100 * share:.1f}%")
+        if memory is not None:
+            print(f"{name} share of memory roofline: {100 * memory:.1f}%")
         print(f"{name} speedup: {ratio:.2f}x" if ratio is not None else f"{name}: {problem}")
 
 

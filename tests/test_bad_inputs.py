@@ -57,7 +57,7 @@ SCRIPTS = [
     Script("ee8520_hw2/hw2_step1_main.py", ("--epochs", "1", "--n-eval", "0"), "ee8520_hw2/step1/gan",
            "ee8520_hw2/step1/gan_quick", ("--g-channels", "32", "64", "128")),
     Script("ee8520_hw2/hw2_step2_main.py", ("--epochs", "1", "--channels", "8", "--n-layers", "2"),
-           "ee8520/step2/pixelcnn", "ee8520/step2/pixelcnn_quick", ("--channels", "4")),
+           "ee8520_hw2/step2/pixelcnn", "ee8520_hw2/step2/pixelcnn_quick", ("--channels", "4"), exact=None),
     Script("ee8520_hw2/hw2_step3_main.py", ("--epochs", "1", "--n-eval", "0"), "ee8520_hw2/step3/vae",
            "ee8520_hw2/step3/vae_quick", ("--hidden-dims", "32", "32", "16", "4")),
     Script("csc8851_hw2/wgan_gp.py", ("--epochs", "1", "--n-eval", "100", "--n-eval-psi", "50"),
