@@ -34,12 +34,16 @@ import mlp_gan as M
 from common.cli import parse_config, run_main
 from common.metrics import Evaluator
 from common.paths import run_dir, run_path, shown
-from common.results import write_summary
 from common.plotting import plot_panels, save_grid
+from common.summary import Headline, write_summary
 from common.tables import write_table
 from common.training import Run, get_device, resolve_precision, resolved, seed_everything, step_decay, warmup_cosine
 
 SCHEDULES = ("constant", "step_decay", "warmup_cosine")
+# the headline numbers of its summary.json: keys of metrics.json, with labels and units for a reader
+HEADLINE = (Headline("runs.*.fd_final", "{}: final Fréchet distance", floor="frechet_floor_train_vs_test", fmt=".2f",
+                     better="lower"),
+            Headline("batch_size", "batch size"))
 
 
 @dataclass
@@ -184,7 +188,7 @@ def main(argv=None) -> dict:
                "frechet_floor_train_vs_test": evaluator.floor, "judge_test_accuracy": evaluator.judge_info["test_accuracy"],
                "epochs": cfg.epochs, "quick": cfg.quick}
     study.write_metrics(metrics)
-    write_summary(study.dir)
+    write_summary(study.dir, HEADLINE)
     print(text)
     return metrics
 

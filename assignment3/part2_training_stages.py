@@ -26,10 +26,16 @@ import mlp_gan as M
 from common.cli import parse_config, run_main
 from common.metrics import Evaluator
 from common.paths import run_dir, shown
-from common.results import write_summary
 from common.plotting import plot_panels, save_grid
+from common.summary import FRECHET, Headline, write_summary
 from common.tables import write_table
 from common.training import Run, get_device, resolve_precision, resolved, seed_everything
+
+
+# the headline numbers of its summary.json: keys of metrics.json, with labels and units for a reader
+HEADLINE = (Headline(FRECHET.key, "final Fréchet distance", floor=FRECHET.floor, fmt=".2f", better="lower"),
+            Headline("best_frechet_distance", "best Fréchet distance", fmt=".2f", better="lower"),
+            Headline("best_epoch", "best epoch"))
 
 
 @dataclass
@@ -93,7 +99,7 @@ def main(argv=None) -> dict:
                "seconds_per_epoch": round(h.seconds_per_epoch() or 0.0, 2),
                "judge_test_accuracy": evaluator.judge_info["test_accuracy"], "quick": cfg.quick}
     run.write_metrics(metrics)
-    write_summary(run.dir)
+    write_summary(run.dir, HEADLINE)
     print(f"stages: final FD {rows[-1]['frechet_distance']:.2f} (floor {floor:.2f}), best at epoch "
           f"{best['epoch']}; figures in {shown(run.dir)}")
     return metrics

@@ -14,18 +14,12 @@ A manifest (every key but ``key`` and ``title`` optional):
     script = "bench_training.py"
     targets = { "pixelcnn training" = 2.5 }   # the speedup each of its summary lines should reach
 
-    [[run]]                        # what the gallery and the results on record show of a run
+    [[run]]                        # the gallery's view of a kind of run, in the order its card prefers them
     path = "step1/gan"             # <part>/<run name> ("*": every run of the part)
     figure = "generated_images.png"          # its best figure, shown first
-    headline = [                   # its headline numbers: a key of metrics.json, a human label, ...
-      { key = "frechet_distance", label = "Fréchet distance", floor = "frechet_floor_train_vs_test", better = "lower" },
-      { key = "class_accuracy", label = "class accuracy", unit = "%" },
-    ]
 
-A headline key is dotted (``conditional.class_accuracy``); ``*`` in it stands for every key at
-that level (``runs.*.fd_final``), and a leading ``<sub-folder>/`` (``*/`` too) reads a sub-run's
-metrics.json; ``{}`` in the label names what ``*`` matched. ``unit = "%"`` shows a share as a
-percentage; ``floor`` names the key of the value it is read against; ``fmt`` is a format spec.
+(A run's headline numbers, with their labels and units, are named by its script: ``HEADLINE``,
+written into its ``summary.json`` by ``common.summary.write_summary``.)
 
 Every course's runs live in ``outputs/<course folder>/<part>/<run>/`` (``common.paths.run_path``).
 ``python -m common.courses figures [--quick]`` lists, per course, each run folder under
@@ -50,22 +44,10 @@ class Bench:
 
 
 @dataclass(frozen=True)
-class Headline:
-    """One headline number of a run: where it is in metrics.json and how a reader sees it."""
-    key: str
-    label: str
-    unit: str = ""  # "%": a share shown as a percentage
-    fmt: str | None = None
-    floor: str | None = None  # the key of the value this one is read against (the real data's Frechet distance)
-    better: str | None = None  # "lower" or "higher"
-
-
-@dataclass(frozen=True)
 class RunKind:
-    """What the gallery and the results on record show of the runs whose ``<part>/<run>`` match ``path``."""
+    """What the gallery shows first of the runs whose ``<part>/<run>`` match ``path``."""
     path: str
     figure: str | None = None
-    headline: tuple[Headline, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,8 +81,7 @@ class Course:
 def _read(manifest: Path) -> Course:
     data = tomllib.loads(manifest.read_text())
     folder = manifest.parent.name
-    runs = tuple(RunKind(r["path"], r.get("figure"), tuple(Headline(**h) for h in r.get("headline", [])))
-                 for r in data.get("run", []))
+    runs = tuple(RunKind(r["path"], r.get("figure")) for r in data.get("run", []))
     return Course(folder=folder, key=data["key"], title=data["title"], zip=data.get("zip"), report=data.get("report"),
                   benches=tuple(Bench(b["script"], {k: float(v) for k, v in b["targets"].items()})
                                 for b in data.get("bench", [])),

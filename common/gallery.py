@@ -5,12 +5,13 @@ tables of every run.
     python -m common.gallery --outputs DIR --out DIR/index.html
 
 A section per course folder of ``outputs/`` (then any other folder). It opens with one card per
-part its ``course.toml`` titles: the part's main run (the first kind its ``course.toml`` lists that has a run, its newest
-full run, else its newest quick one), with its headline numbers under human labels and units and
-its best figure. Below, per part, every run folder ``<part>/<run>/`` (``common.courses.run_folders``,
-the quick ones named ``<run>_quick``), newest first, the card's run open: its numbers, figures,
-tables, and its whole metrics.json folded. Images and files are linked by relative path, so the
-page works where it lies and needs no network.
+part its ``course.toml`` titles, for the part's main run (of the kinds of run the manifest lists,
+the first that has a run; its newest full run, else its newest quick one): the headline numbers
+its script wrote into its ``summary.json``, with human labels and units, and its best figure.
+Below, per part, every run folder ``<part>/<run>/`` (``common.courses.run_folders``; the quick
+ones named ``<run>_quick``), newest first, the card's run open: its numbers, figures, tables,
+and its whole metrics.json and config.json folded. Images and files are linked by relative
+path, so the page works where it lies and needs no network.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from . import courses as _courses
 from .paths import OUTPUTS, ROOT, full_name, shown
-from .results import headline, number_text
+from .summary import SUMMARY
 from .runs import _stamp, is_quick_run, read_table, table_html
 
 MAX_FIGURES = 24  # figures shown in a run's grid before the rest is folded
@@ -67,6 +68,11 @@ def _scrub(text: str) -> str:
         if prefix and len(prefix) > 1:
             text = text.replace(str(Path(prefix).expanduser().resolve()), name).replace(prefix, name)
     return text
+
+
+def headline(run: Path) -> list[dict]:
+    """The headline numbers the run's script wrote into its summary.json (none without one)."""
+    return _read(run / SUMMARY).get("headline", [])
 
 
 def numbers_html(rows: list[dict]) -> str:
@@ -129,7 +135,7 @@ def card_html(part: Part, index_dir: Path) -> str:
     fig = best_figure(run, kind)
     img = (f'<a href="{_e(_rel(fig, index_dir))}"><img src="{_e(_rel(fig, index_dir))}" alt="{_e(fig.name)}"></a>'
            f'<p class="note">{_e(caption(fig, run))}</p>') if fig else '<p class="note">no figure yet</p>'
-    numbers = numbers_html(headline(run, kind))
+    numbers = numbers_html(headline(run))
     if not numbers and (run / "metrics.json").is_file():
         numbers = '<p class="note">no headline numbers for this run</p>'
     return (f'<div class="card"><h3><a href="#{_e(_anchor(run, index_dir))}">{_e(part.title)}</a></h3>'
@@ -143,7 +149,7 @@ def _anchor(run: Path, index_dir: Path) -> str:
 def run_html(run: Path, kind, index_dir: Path, open_: bool) -> str:
     parts = [f'<summary><code>{_e(_rel(run, index_dir))}/</code> {_badge(run)} <span class="when">{_when(run)}</span>'
              f"</summary>"]
-    parts.append(numbers_html(headline(run, kind)))
+    parts.append(numbers_html(headline(run)))
     # the skeleton's copies in imgs/ of figures the run folder holds too are shown once
     pngs = [p for p in sorted(run.rglob("*.png")) if not (p.parent == run / "imgs" and (run / p.name).is_file())]
     fig = best_figure(run, kind)

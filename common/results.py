@@ -5,15 +5,15 @@ that keep the chosen ones, and the README tables made from them.
     python -m common.results tables                                 # rewrite the README tables (make results)
     python -m common.results tables --check                         # exit 1 when a README table is stale
 
-Every script ends a run with :func:`write_summary`: ``summary.json`` in the run folder, one JSON
-object on one line: the course, part and run, date, git commit, machine (CPU model or GPU name),
-threads, precision, epochs, training and wall time, and the run's headline numbers, which its
-course's ``course.toml`` names with human labels and units (:class:`common.courses.Headline`).
-A quick run writes one too (``"quick": true``), so the smoke tests run the same code; only full
-runs go on record.
+Every script ends a run with :func:`common.summary.write_summary`: ``summary.json`` in the run
+folder, one JSON object on one line (the course, part and run, date, git commit, machine, threads,
+precision, epochs, training and wall time, and the headline numbers the script names with human
+labels and units). A quick run writes one too (``"quick": true``), so the smoke tests run the
+same code; only full runs go on record.
 
 ``add`` appends the summaries to ``results/<course folder>.jsonl`` (one line per run; a run that
-has no summary.json, measured before summaries existed, is summarized from its metrics.json). A
+has no summary.json, measured before summaries existed, is summarized from its files, without
+headline numbers: write its summary.json first with the script's ``HEADLINE``). A
 record whose numbers were typed into a README before this record existed has ``"status": "not yet
 re-run"`` (and what the README said of it in ``note``); a measured record of the same run on the
 same kind of device replaces it.
@@ -28,227 +28,18 @@ A README holds a generated table between two markers; ``tables`` rewrites what l
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
-import os
-import platform
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 from . import courses as _courses
-from .paths import ROOT, run_identity, shown
+from .paths import ROOT, shown
+from .summary import SUMMARY, _number, _read_json, summarize
 
-SUMMARY = "summary.json"
 RESULTS = ROOT / "results"
 NOT_RERUN = "not yet re-run"
 MARKER = re.compile(r"(<!-- results:(?P<key>[\w\-./]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
-
-
-# --------------------------------------------------------------------------------------------
-# Reading a run folder
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _config(folder: Path) -> dict:
-    """config.json of the run, or of its first sub-run (a study folder without one of its own)."""
-    cfg = _read_json(folder / "config.json")
-    if cfg:
-        return cfg
-    subs = sorted(p for p in folder.glob("*/config.json"))
-    return _read_json(subs[0]) if subs else {}
-
-
-def _lookup(obj, dotted: str) -> list[tuple[list[str], object]]:
-    """Every (``*`` matches, value) of a dotted key; ``*`` stands for each key at its level."""
-    found = [([], obj)]
-    for part in dotted.split("."):
-        nxt = []
-        for matched, o in found:
-            if not isinstance(o, dict):
-                continue
-            if part == "*":
-                nxt += [(matched + [k], v) for k, v in o.items()]
-            elif part in o:
-                nxt.append((matched, o[part]))
-        found = nxt
-    return found
-
-
-def _fill(key: str, matched: list[str]) -> str:
-    for m in matched:
-        key = key.replace("*", m, 1)
-    return key
-
-
-def _number(v) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
-def format_number(value, unit: str = "", fmt: str | None = None) -> str:
-    """``0.9931, "%"`` -> ``99.3%``; ``81.304, "nats", ".2f"`` -> ``81.30 nats``; None -> ``n/a``."""
-    v = _number(value)
-    if v is None:
-        return "n/a" if value is None else str(value)
-    if unit == "%":
-        return f"{v * 100:{fmt or '.1f'}}%"
-    text = format(v, fmt) if fmt else (str(int(v)) if v == int(v) and abs(v) < 1e6 else f"{v:.4g}")
-    return f"{text} {unit}" if unit else text
-
-
-def headline(folder: Path, kind) -> list[dict]:
-    """The headline numbers of the run in ``folder`` that ``kind`` (a :class:`common.courses.RunKind`,
-    or None) names: ``{"label", "value", "unit", "text"}`` (and ``floor``, ``floor_text``, ``better``),
-    in its order; ``text`` is the value as a reader sees it (``99.3%``, ``81.30 nats``)."""
-    out = []
-    for h in (kind.headline if kind else ()):
-        *subs, dotted = h.key.split("/")
-        folders = [folder]
-        for s in subs:  # a sub-run's metrics.json: "d_freq_2/frechet_distance", "*/frechet_distance"
-            folders = [f for d in folders for f in sorted(d.glob(s)) if f.is_dir()]
-        for f in folders:
-            prefix = [f.relative_to(folder).as_posix()] if subs and "*" in h.key.split("/", 1)[0] else []
-            metrics = _read_json(f / "metrics.json")
-            for matched, value in _lookup(metrics, dotted):
-                if isinstance(value, (dict, list)):
-                    continue
-                names = prefix + matched
-                label = h.label.format(*names) if "{}" in h.label else h.label
-                row = {"label": label, "value": value, "unit": h.unit,
-                       "text": format_number(value, h.unit, h.fmt)}
-                if h.floor:
-                    floors = [v for _, v in _lookup(metrics, _fill(h.floor, matched))]
-                    if floors and _number(floors[0]) is not None:
-                        row["floor"] = floors[0]
-                        row["floor_text"] = format_number(floors[0], h.unit, h.fmt)
-                if h.better:
-                    row["better"] = h.better
-                out.append(row)
-    return out
-
-
-def run_kind(identity: dict | None):
-    """The manifest's entry for a run (``{"course", "part", "run"}``), or None."""
-    if not identity:
-        return None
-    course = _courses.lookup(identity["course"])
-    return course.run_kind(identity["part"], identity["run"]) if course else None
-
-
-def _histories(folder: Path) -> list[list[dict]]:
-    """The epochs of the run in ``folder``: its own history.json, else those of its sub-runs (a study)."""
-    own = _read_json(Path(folder) / "history.json").get("epochs")
-    if own:
-        return [own]
-    return [h for sub in sorted(p for p in Path(folder).iterdir() if p.is_dir()) for h in _histories(sub)]
-
-
-def trained_runs(folder: Path) -> int:
-    """How many runs trained in ``folder``: one for a run, one per sub-run for a study."""
-    return len(_histories(folder))
-
-
-def training_seconds(folder: Path) -> float | None:
-    """The epochs' seconds of the run (every ``--resume`` included; an epoch of models trained in
-    one process for a joined run counts its slowest, ``seconds_wall``), or of its sub-runs, summed."""
-    seconds = [row.get("seconds_wall", row.get("seconds")) for h in _histories(folder) for row in h]
-    seconds = [s for s in seconds if _number(s) is not None]
-    return round(sum(seconds), 1) if seconds else None
-
-
-def _epochs(folder: Path, metrics: dict, config: dict):
-    for v in (metrics.get("epochs"), config.get("epochs")):
-        if isinstance(v, int) and not isinstance(v, bool):
-            return v
-    rows = _read_json(folder / "history.json").get("epochs")
-    return len(rows) if rows else None
-
-
-# --------------------------------------------------------------------------------------------
-# The machine, the commit, the clock
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return " ".join(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def machine(device: str) -> str:
-    """The GPU's name for a CUDA run (read in this process), else the CPU model."""
-    torch = sys.modules.get("torch")
-    if str(device).startswith("cuda") and torch is not None and torch.cuda.is_available():
-        index = torch.device(device).index or 0
-        return torch.cuda.get_device_name(index)
-    return cpu_model()
-
-
-def git_commit() -> str | None:
-    """The short commit checked out in the repository (None outside a git checkout)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
-
-
-def process_seconds() -> float | None:
-    """Seconds since this process started (Linux), else None."""
-    try:
-        start = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
-        return round(float(Path("/proc/uptime").read_text().split()[0]) - start, 1)
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-# --------------------------------------------------------------------------------------------
-# The summary line
-
-
-def summarize(folder: Path, identity: dict | None = None, in_process: bool = True,
-              train_seconds: float | None = None) -> dict:
-    """The summary of the run in ``folder`` from its config.json, metrics.json and history.json.
-    ``in_process``: this process ran it (its threads, wall time and GPU are read here); otherwise
-    the run is entered afterwards and only its files speak. ``train_seconds``: the training time,
-    where the histories cannot tell it (sub-runs trained side by side)."""
-    folder = Path(folder)
-    identity = identity or run_identity(folder) or {"course": None, "part": None, "run": folder.name}
-    config, metrics = _config(folder), _read_json(folder / "metrics.json")
-    device = str(config.get("device_resolved") or metrics.get("device") or config.get("device") or "cpu")
-    torch = sys.modules.get("torch")
-    threads = torch.get_num_threads() if in_process and torch is not None else config.get("threads") or None  # 0: torch's default, unknown here
-    quick = bool(identity.get("quick") or config.get("quick") is True or metrics.get("quick") is True)
-    return {"course": identity["course"], "part": identity["part"], "run": identity["run"], "quick": quick,
-            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": git_commit(),
-            "machine": machine(device) if in_process or not device.startswith("cuda") else "GPU (name not recorded)",
-            "device": device.split(":")[0], "threads": threads,
-            "precision": config.get("precision_resolved") or metrics.get("precision") or config.get("precision"),
-            "epochs": _epochs(folder, metrics, config), "runs": trained_runs(folder) or None,
-            "train_seconds": round(train_seconds, 1) if train_seconds is not None else training_seconds(folder),
-            "wall_seconds": process_seconds() if in_process else None, "resumed": bool(config.get("resume")),
-            "headline": headline(folder, run_kind(identity)),
-            "source": SUMMARY if in_process else "metrics.json"}
-
-
-def write_summary(folder: Path, train_seconds: float | None = None) -> Path:
-    """End a run: write ``summary.json`` (one line) into its folder, after its metrics.json. Every
-    script calls this last, for the run folder it made; returns the file. ``train_seconds``: the
-    training time, where the epochs' seconds cannot tell it (sub-runs trained side by side)."""
-    path = Path(folder) / SUMMARY
-    path.write_text(json.dumps(summarize(folder, train_seconds=train_seconds), ensure_ascii=False) + "\n")
-    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,9 +81,10 @@ def save(records: list[dict]) -> list[Path]:
 
 def add(folders: list[Path], machine_name: str | None = None) -> list[dict]:
     """Put the runs in ``folders`` on record: their summary.json (or, for a run measured before
-    summaries existed, a summary of its metrics.json); its run's records "not yet re-run" on the
-    same kind of device (CPU, CUDA) are replaced, and so is an earlier copy of the same summary. Raises ValueError (one line) for a
-    quick run, a folder that holds no finished run, or one outside ``outputs/<course>/<part>/``."""
+    summaries existed, a summary of its files, without headline numbers); its run's records "not
+    yet re-run" on the same kind of device (CPU, CUDA) are replaced, and so is an earlier copy of
+    the same summary. Raises ValueError (one line) for a quick run, a folder that holds no
+    finished run, or one outside ``outputs/<course>/<part>/``."""
     added = []
     for folder in map(Path, folders):
         if not (folder / SUMMARY).is_file() and not (folder / "metrics.json").is_file():

@@ -27,8 +27,8 @@ from common.cli import BaseConfig, parse_config, run_main
 from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown
-from common.results import write_summary
 from common.plotting import plot_bars, plot_panels, save_grid
+from common.summary import Headline, write_summary
 from common.tables import write_table
 from common.training import (EpochSamples, Run, adam, autocast, ema_update, get_device, make_ema,
                              resolve_precision, resolved, seed_everything, slerp)
@@ -38,6 +38,11 @@ from wgan_gp_model import (NUM_CLASSES, PSIS, Critic, Generator, class_labels, c
                            noise, truncation_samples)
 
 COURSE, PART = "csc8851_hw2", "wgan_gp"
+# the headline numbers of its summary.json: keys of metrics.json, with labels and units for a reader
+HEADLINE = tuple(h for g in ("G_ema", "G") for h in (
+    Headline(f"quality.{g}.class_accuracy", f"{g}: class accuracy", unit="%", better="higher"),
+    Headline(f"quality.{g}.frechet_distance", f"{g}: Fréchet distance", floor=f"quality.{g}.frechet_floor_train_vs_test",
+             fmt=".2f", better="lower")))
 
 
 @dataclass
@@ -373,7 +378,7 @@ def main(argv=None) -> dict:
     cfg = parse_config(Config, argv, description=__doc__.splitlines()[0])
     res = train(cfg)
     out = finish(res)
-    write_summary(res.run.dir)
+    write_summary(res.run.dir, HEADLINE)
     return out
 
 

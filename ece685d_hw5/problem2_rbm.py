@@ -31,13 +31,15 @@ from common.cli import BaseConfig, parse_config, run_main
 from common.data import DataError, TensorLoader, images, load_split
 from common.loop import train_epochs
 from common.paths import run_dir, shown
-from common.results import write_summary
 from common.plotting import plot_curves, plot_panels, plot_reconstructions, save_grid
+from common.summary import Headline, write_summary
 from common.tables import write_table
 from common.training import Run, adam, get_device, resolved, seed_everything
 from gb_rbm import RBM, Standardizer, cd_step, reconstruction_mse
 
 COURSE, PART = "ece685d_hw5", "problem2"
+# the headline numbers of its summary.json: keys of metrics.json, with labels and units for a reader
+HEADLINE = (Headline("per_M.*.test_mse_std", "M = {}: test MSE (standardized)", fmt=".3f", better="lower"),)
 D = 784
 
 
@@ -217,7 +219,7 @@ def main(argv=None):
     top.write_metrics({"dataset": cfg.dataset, "data_source": train.source, "epochs": cfg.epochs,
                        "standardize": cfg.standardize, "mean": standardizer.mean, "std": standardizer.std,
                        "mean_image_mse_unit": mean_image_mse, "per_M": per_m})
-    write_summary(folder)
+    write_summary(folder, HEADLINE)
     print(table.read_text())
     print(f"figures, table and metrics in {shown(folder)}")
 

@@ -28,8 +28,8 @@ from common.data import TensorLoader, images, load_split
 from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown, skeleton_imgs_dir
-from common.results import write_summary
 from common.plotting import plot_panels, save_grid
+from common.summary import FRECHET, Headline, write_summary
 from common.tables import write_table
 from common.training import EpochSamples, Run, adam, fixed_noise, get_device, resolved, seed_everything
 from models.GAN import Discriminator, Generator, train_discriminator, train_generator
@@ -38,6 +38,10 @@ COURSE_DIR = Path(__file__).resolve().parent
 COURSE = "ee8520_hw2"  # its folder under outputs/
 IMGS_DIR = COURSE_DIR / "imgs"
 MNIST_TRAIN_SIZE = 60000
+# the headline numbers of its summary.json: keys of metrics.json, with labels and units for a reader
+HEADLINE = (FRECHET, Headline("class_entropy", "class entropy (of 2.303)", unit="nats", fmt=".3f", better="higher"))
+ABLATION_HEADLINE = (Headline("*/frechet_distance", "{}: Fréchet distance", floor="frechet_floor_train_vs_test", fmt=".2f",
+                              better="lower"),)
 
 
 @dataclass
@@ -301,13 +305,13 @@ def main(argv=None) -> None:
     evaluator = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root) if cfg.n_eval > 0 else None
     if cfg.ablation:
         base = run_ablations(cfg, train_x, device, evaluator, train.source)
-        write_summary(base)
+        write_summary(base, ABLATION_HEADLINE)
         print(f"[step1] ablation figures and table in {shown(base)}")
         return
     folder = run_dir(COURSE, "step1", "gan", cfg.out_dir, quick=cfg.quick)
     imgs = skeleton_imgs_dir(COURSE_DIR, folder, cfg)
     train_one(cfg, folder, train_x, device, evaluator, imgs, train.source)
-    write_summary(folder)
+    write_summary(folder, HEADLINE)
     print(f"[step1] figures in {shown(imgs)} and {shown(folder)}")
 
 

@@ -31,8 +31,8 @@ from common.data import TensorLoader, images, load_split
 from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, shown, skeleton_imgs_dir
-from common.results import write_summary
 from common.plotting import plot_embeddings, plot_latent_grid, plot_panels, plot_reconstructions, save_grid
+from common.summary import Headline, write_summary
 from common.tables import write_table
 from common.training import (NonFiniteLoss, Run, adam, fixed_noise, get_device, load_checkpoint, resolved,
                              seed_everything)
@@ -42,6 +42,11 @@ COURSE_DIR = Path(__file__).resolve().parent
 COURSE = "ee8520_hw2"  # its folder under outputs/
 IMGS_DIR = COURSE_DIR / "imgs"
 EVAL_SEED = 1234  # the one z sample per test image of the reported ELBO
+# the headline numbers of its summary.json: keys of metrics.json, with labels and units for a reader
+HEADLINE = (Headline("test_elbo_nats", "test ELBO", unit="nats", fmt=".2f", better="higher"),
+            Headline("prior_samples.frechet_distance", "prior samples: Fréchet distance",
+                     floor="prior_samples.frechet_floor_train_vs_test", fmt=".2f", better="lower"))
+SWEEP_HEADLINE = (Headline("*/test_elbo_nats", "{}: test ELBO", unit="nats", fmt=".2f", better="higher"),)
 
 
 @dataclass
@@ -318,14 +323,14 @@ def main(argv=None) -> None:
     evaluator = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root) if cfg.n_eval > 0 else None
     if cfg.sweep:
         base = run_sweep(cfg, train_x, test, test_x, device, evaluator, train.source)
-        write_summary(base)
+        write_summary(base, SWEEP_HEADLINE)
         print(f"[step3] sweep table and figures in {shown(base)}")
         return
     folder = run_dir(COURSE, "step3", "vae", cfg.out_dir, quick=cfg.quick)
     imgs = skeleton_imgs_dir(COURSE_DIR, folder, cfg)
     model, run = train_vae(cfg, folder, train_x, test_x, device, data_source=train.source)
     finish_run(cfg, model, run, test, test_x, device, evaluator, imgs)
-    write_summary(run.dir)
+    write_summary(run.dir, HEADLINE)
     print(f"[step3] figures in {shown(imgs)} and {shown(run.dir)}")
 
 

@@ -27,8 +27,8 @@ from common.cli import BaseConfig, parse_config, run_main
 from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_dir, run_path, shown
-from common.results import write_summary
 from common.plotting import plot_bars, save_grid
+from common.summary import FRECHET, Headline, write_summary
 from common.tables import write_table
 from common.training import (EpochSamples, Run, fixed_noise, get_device, resolve_precision, resolved, seed_everything,
                              step_schedulers)
@@ -38,6 +38,8 @@ from tp2_models import (GENERATOR_LOSSES, ConditionalDiscriminator, ConditionalG
 from tp2_training import COURSE, generate, load_data, make_optimizers, make_step, plot_training, prepare_models
 
 PART = "cgan"
+# the headline numbers of its summary.json: keys of metrics.json, with labels and units for a reader
+HEADLINE = (FRECHET, Headline("class_accuracy", "class accuracy", unit="%", better="higher"))
 
 
 @dataclass
@@ -168,7 +170,7 @@ def main(argv=None) -> dict:
                **report, "grid_class_accuracy_per_row": grid_acc}
     run.write_metrics(metrics)
     md = compare_with_unconditional(cfg, metrics, folder)
-    write_summary(folder)
+    write_summary(folder, HEADLINE)
     print(f"[cgan] wrote {shown(folder)}: FD {report['frechet_distance']:.2f} (floor {report['frechet_floor_train_vs_test']:.2f}), "
           f"class accuracy {report['class_accuracy']:.3f}; {md.name}")
     return metrics

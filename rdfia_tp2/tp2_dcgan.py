@@ -27,8 +27,8 @@ from common.cli import BaseConfig, parse_config, run_main
 from common.loop import train_epochs
 from common.metrics import Evaluator
 from common.paths import run_path, shown
-from common.results import write_summary
 from common.plotting import plot_bars, plot_panels, save_grid
+from common.summary import FRECHET, Headline, write_summary
 from common.tables import write_table
 from common.training import (EpochSamples, Run, fixed_noise, get_device, lerp, resolve_precision, resolved,
                              seed_everything, slerp, step_schedulers)
@@ -36,6 +36,8 @@ from tp2_models import GENERATOR_LOSSES, Discriminator, Generator, sample_z, wei
 from tp2_training import COURSE, generate, load_data, make_optimizers, make_step, plot_training, prepare_models
 
 PART = "dcgan"
+# the headline numbers of its summary.json: keys of metrics.json, with labels and units for a reader
+HEADLINE = (FRECHET, Headline("class_entropy", "class entropy (of 2.303)", unit="nats", fmt=".3f", better="higher"))
 
 # The practical's suggested experiments: each is the default configuration with these changes.
 EXPERIMENTS: dict[str, dict] = {
@@ -201,7 +203,7 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
         metrics.update({"frechet_distance": None,
                         "frechet_note": f"n/a: no judge classifier exists for {info.title}"})
     run.write_metrics(metrics)
-    write_summary(folder)
+    write_summary(folder, HEADLINE)
     print(f"[{name}] wrote {shown(folder)}" + (f" (FD {metrics['frechet_distance']:.2f}, floor "
                                         f"{metrics['frechet_floor_train_vs_test']:.2f})" if evaluator else ""))
     return metrics

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from common import deliver, gallery
+from common.summary import FRECHET, Headline, write_summary
 from common.courses import courses, figures
 from helpers import ROOT
 
@@ -52,6 +53,10 @@ def fake_outputs(root: Path) -> list[Path]:
     _json(quick / "metrics.json", {"frechet_distance": 1532.9, "frechet_floor_train_vs_test": 25.7, "class_entropy": 0.0})
     _json(sweep / "default/config.json", {"quick": True})
     _json(sweep / "default/metrics.json", {"test_elbo_nats": -273.14})
+    gan_headline = (FRECHET, Headline("class_entropy", "class entropy", unit="nats", fmt=".3f", better="higher"))
+    write_summary(gan, gan_headline)
+    write_summary(quick, gan_headline)
+    write_summary(sweep, (Headline("*/test_elbo_nats", "{}: test ELBO", unit="nats", fmt=".2f"),))
     (sweep / "sweep_table.md").write_text("### Sweep table\n\n| run | test ELBO (nats) |\n|---|---|\n| default | -273.1 |\n")
     _age(gan, 600)  # the quick run is newer; the full run is still the one each card shows
     return pngs

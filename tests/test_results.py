@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from common import courses, paths, results
+from common import courses, paths, results, summary
+from common.summary import FRECHET, Headline
 from helpers import ROOT
 
 
@@ -25,6 +26,9 @@ def outputs(tmp_path, monkeypatch):
 def record(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "RESULTS", tmp_path / "results")
     return tmp_path / "results"
+
+
+GAN = (FRECHET, Headline("class_entropy", "class entropy (of 2.303)", unit="nats", fmt=".3f", better="higher"))
 
 
 def fake_run(folder: Path, quick: bool = False, fd: float = 8.2912, epochs: int = 3) -> Path:
@@ -91,11 +95,15 @@ def _course_of(call: ast.Call, tree: ast.Module, folder: Path):
 
 @pytest.mark.parametrize("course", courses.courses(), ids=lambda c: c.folder)
 def test_every_script_names_its_runs_by_the_one_rule(course):
-    """Each run_dir/run_path call names the course by its folder, and passes quick= (benchmarks aside)."""
+    """Each run_dir/run_path call names the course by its folder, and passes quick= (benchmarks
+    aside); each write_summary call names the run's headline numbers."""
     calls = 0
     for script in sorted(course.path.glob("*.py")):
         tree = ast.parse(script.read_text())
         for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "write_summary":
+                assert len(node.args) >= 2 or any(k.arg == "headline" for k in node.keywords), \
+                    f"{script.relative_to(ROOT)}:{node.lineno}: write_summary without the run's headline numbers"
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("run_dir", "run_path"):
                 calls += 1
                 where = f"{script.relative_to(ROOT)}:{node.lineno}"
@@ -111,7 +119,7 @@ def test_every_script_names_its_runs_by_the_one_rule(course):
 
 def test_a_run_ends_with_a_one_line_summary(outputs):
     run = fake_run(outputs / "ee8520_hw2/step1/gan")
-    path = results.write_summary(run)
+    path = summary.write_summary(run, GAN)
     text = path.read_text()
     assert path.name == "summary.json" and text.count("\n") == 1
     s = json.loads(text)
@@ -121,7 +129,7 @@ def test_a_run_ends_with_a_one_line_summary(outputs):
     fd = s["headline"][0]
     assert (fd["label"], fd["text"], fd["floor_text"], fd["better"]) == ("Fréchet distance", "8.29", "0.52", "lower")
     assert s["headline"][1]["text"] == "2.290 nats"
-    quick = json.loads(results.write_summary(fake_run(outputs / "ee8520_hw2/step1/gan_quick", quick=True)).read_text())
+    quick = json.loads(summary.write_summary(fake_run(outputs / "ee8520_hw2/step1/gan_quick", quick=True)).read_text())
     assert quick["quick"] is True and quick["run"] == "gan"
 
 
@@ -132,25 +140,21 @@ def test_headline_keys_with_wildcards_sub_runs_and_percentages(tmp_path):
         (study / name / "metrics.json").write_text(json.dumps({"frechet_distance": fd, "frechet_floor_train_vs_test": 1}))
     (study / "metrics.json").write_text(json.dumps({"runs": {"128": {"fd": 7.25}, "256": {"fd": 9.5}},
                                                     "cond": {"class_accuracy": 0.99312}}))
-    kind = courses.RunKind("p/*", headline=(
-        courses.Headline("*/frechet_distance", "{}: FD", floor="frechet_floor_train_vs_test", fmt=".1f"),
-        courses.Headline("runs.*.fd", "batch {}: FD"),
-        courses.Headline("cond.class_accuracy", "class accuracy", unit="%"),
-        courses.Headline("absent", "nothing")))
-    rows = results.headline(study, kind)
+    rows = summary.headline_numbers(study, (
+        Headline("*/frechet_distance", "{}: FD", floor="frechet_floor_train_vs_test", fmt=".1f"),
+        Headline("runs.*.fd", "batch {}: FD"),
+        Headline("cond.class_accuracy", "class accuracy", unit="%"),
+        Headline("absent", "nothing")))
     assert [(r["label"], results.number_text(r)) for r in rows] == [
         ("a: FD", "3.0 (floor 1.0)"), ("b: FD", "4.5 (floor 1.0)"), ("batch 128: FD", "7.25"),
         ("batch 256: FD", "9.5"), ("class accuracy", "99.3%")]
 
 
-def test_every_manifest_headline_is_well_formed():
+def test_every_manifest_run_kind_belongs_to_a_titled_part():
     for course in courses.courses():
         for kind in course.runs:
             part = kind.path.split("/")[0]
             assert part in dict(course.parts), f"{course.folder}: run {kind.path} of a part without a title"
-            for h in kind.headline:
-                assert h.label and h.better in (None, "lower", "higher") and h.unit in ("", "%", "nats", "bits/dim")
-                assert h.label.count("{}") <= h.key.count("*"), f"{course.folder}: {h.label!r}"
 
 
 # ---- results on record ----------------------------------------------------------------------------
@@ -158,7 +162,7 @@ def test_every_manifest_headline_is_well_formed():
 
 def test_add_puts_full_runs_on_record_and_refuses_quick_ones(outputs, record):
     full = fake_run(outputs / "ee8520_hw2/step1/gan")
-    results.write_summary(full)
+    summary.write_summary(full, GAN)
     old = {"course": "ee8520_hw2", "part": "step1", "run": "gan", "status": results.NOT_RERUN, "device": "cpu",
            "headline": [{"label": "Fréchet distance", "value": 9.1, "text": "9.1"}]}
     results.save([old, {**old, "device": "cuda"}, {**old, "run": "ablations"}])
@@ -185,7 +189,10 @@ def test_a_run_measured_before_summaries_is_entered_from_its_metrics(outputs, re
                                                   "class_accuracy": 0.993}))
     [r] = results.add([run], machine_name="AMD EPYC 9654")
     assert r["source"] == "metrics.json" and r["machine"] == "AMD EPYC 9654" and r["epochs"] == 2
-    assert [h["text"] for h in r["headline"]] == ["8.29", "99.3%"]
+    assert r["headline"] == [] and r["train_seconds"] == 21.0  # the script's headline: write its summary.json first
+    summary.write_summary(run, (FRECHET, Headline("class_accuracy", "class accuracy", unit="%")), in_process=False)
+    [r] = results.add([run])
+    assert [h["text"] for h in r["headline"]] == ["8.29", "99.3%"] and r["threads"] == 2
 
 
 def test_the_command_says_one_line_and_exits_2_on_a_bad_folder(outputs, record, capsys):
@@ -200,7 +207,7 @@ def test_the_command_says_one_line_and_exits_2_on_a_bad_folder(outputs, record, 
 
 
 def test_tables_between_markers_are_generated_from_the_record(outputs, record):
-    results.write_summary(fake_run(outputs / "ee8520_hw2/step1/gan"))
+    summary.write_summary(fake_run(outputs / "ee8520_hw2/step1/gan"), GAN)
     results.add([outputs / "ee8520_hw2/step1/gan"])
     results.save(results.load() + [{"course": "ee8520_hw2", "part": "step2", "run": "pixelcnn", "device": "cuda",
                                     "machine": "NVIDIA H100", "status": results.NOT_RERUN, "epochs": 20,
@@ -225,9 +232,9 @@ def test_training_time_of_a_run_of_a_study_and_of_side_by_side_sub_runs(tmp_path
     for name, seconds in (("a", [10.0, 11.0]), ("b", [20.0])):
         fake_run(study / name, epochs=len(seconds))
         (study / name / "history.json").write_text(json.dumps({"epochs": [{"seconds": s} for s in seconds]}))
-    assert results.training_seconds(study) == 41.0 and results.trained_runs(study) == 2  # a study: its runs, summed
+    assert summary.training_seconds(study) == 41.0 and summary.trained_runs(study) == 2  # a study: its runs, summed
     joined = fake_run(tmp_path / "joined", epochs=2)  # its own history wins over its parts'
     (joined / "history.json").write_text(json.dumps({"epochs": [{"seconds": 30, "seconds_wall": 16}, {"seconds": 28}]}))
     fake_run(joined / "part")
-    assert results.training_seconds(joined) == 44.0 and results.trained_runs(joined) == 1
-    assert results.summarize(study, train_seconds=20.04)["train_seconds"] == 20.0  # side by side: the script says
+    assert summary.training_seconds(joined) == 44.0 and summary.trained_runs(joined) == 1
+    assert summary.summarize(study, train_seconds=20.04)["train_seconds"] == 20.0  # side by side: the script says
