@@ -27,7 +27,7 @@ from .paths import OUTPUTS, ROOT, full_name, shown
 from .summary import SUMMARY
 from .runs import _stamp, is_quick_run, read_table, table_html
 
-MAX_FIGURES = 24  # figures shown in a run's grid before the rest is folded
+MAX_FIGURES = 12  # figures shown in a run's grid before the rest is folded
 
 
 def caption(path: Path, run: Path) -> str:
