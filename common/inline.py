@@ -46,6 +46,25 @@ def _uses(node: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
 
 
+def _global_uses(node: ast.AST, local: frozenset[str] = frozenset()) -> set[str]:
+    """The names a statement reads from its module: :func:`_uses` less the names a function binds
+    for itself (its arguments and what it assigns), which hide a module name of the same spelling
+    (a parameter ``D`` beside ``from common import data as D``)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        a = node.args
+        params = [x for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if x is not None]
+        outer = [*a.defaults, *(d for d in a.kw_defaults if d is not None), *getattr(node, "decorator_list", []),
+                 *(x.annotation for x in params if x.annotation is not None), getattr(node, "returns", None)]
+        inner = local | {x.arg for x in params}
+        inner |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        body = node.body if isinstance(node.body, list) else [node.body]
+        return set().union(*(_global_uses(n, local) for n in outer if n is not None),
+                           *(_global_uses(n, frozenset(inner)) for n in body))
+    if isinstance(node, ast.Name):
+        return set() if node.id in local else {node.id}
+    return set().union(*(_global_uses(n, local) for n in ast.iter_child_nodes(node)))
+
+
 def _is_repository_module(node: ast.Import | ast.ImportFrom, folder: Path) -> bool:
     """Relative imports, ``common`` and modules that sit next to the file (a course's own)."""
     if isinstance(node, ast.ImportFrom) and (node.level or node.module is None):
@@ -110,10 +129,10 @@ def inline_source(rel_path: str, names: list[str] | None, defined: set[str]) -> 
                 continue
             chosen.add(id(node))
             # what the notebook already defines (an earlier cell inlined it) is used, not copied again
-            todo += [by_name[u] for u in _uses(node) - defined if u in by_name and id(by_name[u]) not in chosen]
+            todo += [by_name[u] for u in _global_uses(node) - defined if u in by_name and id(by_name[u]) not in chosen]
     kept = [n for n in definitions if id(n) in chosen]
     provides = set().union(*(_bound_names(n) for n in kept)) if kept else set()
-    used = set().union(*(_uses(n) for n in kept)) if kept else set()
+    used = set().union(*(_global_uses(n) for n in kept)) if kept else set()
 
     import_lines, imported = [], set()
     for node in imports:
@@ -130,12 +149,18 @@ def inline_source(rel_path: str, names: list[str] | None, defined: set[str]) -> 
             import_lines.append(_import_subset(node, needed - defined))
             imported |= needed - defined
 
-    parts, floor = [], 0
+    parts, floor, previous = [], 0, None
     for node in body:
         if id(node) in chosen:
-            parts.append(_segment(lines, node, floor).rstrip("\n"))
+            segment = _segment(lines, node, floor).rstrip("\n")
+            if parts:  # two blank lines between definitions; neighbours in the file keep their spacing
+                first = node.end_lineno - len(segment.splitlines())
+                blank = sum(not ln.strip() for ln in lines[floor:first]) if previous is not None else 2
+                parts.append("\n" * (min(blank, 2) + 1))
+            parts.append(segment)
+        previous = node if id(node) in chosen else None
         floor = node.end_lineno
-    code = "\n".join(import_lines) + "\n\n\n" + "\n\n\n".join(parts) + "\n"
+    code = "\n".join(import_lines) + "\n\n\n" + "".join(parts) + "\n"
     return code.lstrip("\n"), provides | imported
 
 
