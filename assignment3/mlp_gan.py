@@ -25,6 +25,7 @@ import math
 import typing
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -184,6 +185,39 @@ def train_step(G, D, opt_G, opt_D, criterion, real, latent_dim: int = LATENT_DIM
     return out
 
 
+def train_epoch(G, D, opt_G, opt_D, criterion, loader, device, latent_dim: int = LATENT_DIM, schedulers=()) -> dict:
+    """One epoch of Part I's loop: for each batch of real images a D update with G frozen, then a G
+    update with D frozen; each of ``schedulers`` steps after every batch. Returns per-batch lists
+    of the losses, the mean of D(x) and of D(G(z)), and G's learning rate."""
+    log = {"d_loss": [], "g_loss": [], "d_real": [], "d_fake": [], "lr": []}
+    for real, _ in loader:
+        real, n = real.to(device), real.size(0)
+        real_labels, fake_labels = real_fake_labels(n, device)  # 1 for real, 0 for fake
+
+        set_requires_grad(G, False)  # D's update with G frozen
+        set_requires_grad(D, True)
+        d_real, d_fake = D(real), D(G(noise(n, latent_dim, device)))
+        d_loss = d_loss_real(criterion, d_real, real_labels) + d_loss_fake(criterion, d_fake, fake_labels)
+        opt_D.zero_grad()
+        d_loss.backward()
+        opt_D.step()
+
+        set_requires_grad(D, False)  # G's update with D frozen, on fresh noise
+        set_requires_grad(G, True)
+        g_loss = g_loss_fn(criterion, D(G(noise(n, latent_dim, device))), real_labels)
+        opt_G.zero_grad()
+        g_loss.backward()
+        opt_G.step()
+
+        log["lr"].append(opt_G.param_groups[0]["lr"])
+        for scheduler in schedulers:
+            scheduler.step()
+        for key, value in zip(log, (d_loss, g_loss, d_real.mean(), d_fake.mean())):
+            log[key].append(value.item())
+    set_requires_grad(D, True)
+    return log
+
+
 @torch.no_grad()
 def sample(G: nn.Module, z: torch.Tensor, batch: int = 2000) -> torch.Tensor:
     """G(z) in eval mode, without gradients; (N, 784) in [-1, 1] on the CPU."""
@@ -300,6 +334,17 @@ COLLAPSE_DROP = 0.25    # class entropy (nats) falling this much between two eva
 COLLAPSE_FLOOR = 1.6    # or staying below this (about five equally used classes) late in training
 
 
+def epoch_stability(d_epoch, g_epoch, last_fraction: float = 0.2) -> tuple[float, int]:
+    """From the per-epoch mean losses of D and G: the spread (standard deviation) of G's over the
+    last ``last_fraction`` of the epochs (at least two), and the number of diverged epochs (mean D
+    loss below ``DIVERGED_D_LOSS``, mean G loss above ``DIVERGED_G_LOSS``, or not finite)."""
+    d, g = np.asarray(d_epoch, dtype=float), np.asarray(g_epoch, dtype=float)
+    late = max(2, int(round(len(g) * last_fraction)))
+    spread = float(g[-late:].std()) if len(g) > 1 else float("nan")
+    diverged = int(np.sum(~np.isfinite(d) | ~np.isfinite(g) | (d < DIVERGED_D_LOSS) | (g > DIVERGED_G_LOSS)))
+    return spread, diverged
+
+
 def stability_measures(history, evals: list[dict], last_fraction: float = 0.2) -> dict:
     """Numbers that say how (un)stable a run was.
 
@@ -311,15 +356,11 @@ def stability_measures(history, evals: list[dict], last_fraction: float = 0.2) -
     * ``collapse_events``: evaluations where the judge's class entropy fell by > 0.25 nats
       since the previous one, or stayed below 1.6 nats in the second half of training.
     """
-    import numpy as np
-
     g = np.asarray(history.series("g_loss"), dtype=float)
     gap = np.asarray(history.series("d_real"), dtype=float) - np.asarray(history.series("d_fake"), dtype=float)
     k = max(1, int(len(g) * last_fraction))
-    ge = np.asarray(history.series("g_loss", "epoch"), dtype=float)
-    de = np.asarray(history.series("d_loss", "epoch"), dtype=float)
-    ke = max(2, int(round(len(ge) * last_fraction)))
-    diverged = int(np.sum(~np.isfinite(de) | ~np.isfinite(ge) | (de < DIVERGED_D_LOSS) | (ge > DIVERGED_G_LOSS)))
+    epoch_spread, diverged = epoch_stability(history.series("d_loss", "epoch"), history.series("g_loss", "epoch"),
+                                             last_fraction)
     collapse = 0
     trained = [e for e in evals if e["epoch"] >= 1]
     last_epoch = trained[-1]["epoch"] if trained else 0
@@ -329,7 +370,7 @@ def stability_measures(history, evals: list[dict], last_fraction: float = 0.2) -
         elif cur["epoch"] > last_epoch / 2 and cur["class_entropy"] < COLLAPSE_FLOOR:
             collapse += 1
     return {"g_loss_std_last": float(g[-k:].std()) if len(g) else math.nan,
-            "g_loss_epoch_std_last": float(ge[-ke:].std()) if len(ge) > 1 else math.nan,
+            "g_loss_epoch_std_last": epoch_spread,
             "g_loss_mean_last": float(g[-k:].mean()) if len(g) else math.nan,
             "d_loss_mean_last": float(np.asarray(history.series("d_loss")[-k:]).mean()) if len(g) else math.nan,
             "gap_last": float(gap[-k:].mean()) if len(gap) else math.nan,

@@ -121,6 +121,29 @@ def test_stability_measures_flag_divergence_and_collapse():
     assert M.instability_key(m) < M.instability_key(calm)
 
 
+def test_train_epoch_runs_part_one_loop_with_freezing_and_per_batch_schedulers():
+    """The plain loop of the Part II submission scripts: one D and one G update per batch, both
+    networks trainable afterwards, each scheduler stepped after every batch."""
+    G, D, opt_G, opt_D, bce = _setup()
+    g0, d0 = _params(G), _params(D)
+    x = torch.rand(64, 1, 28, 28) * 2 - 1
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.zeros(64)), batch_size=16)
+    scheduler = torch.optim.lr_scheduler.StepLR(opt_G, step_size=2, gamma=0.1)
+    log = M.train_epoch(G, D, opt_G, opt_D, bce, loader, "cpu", schedulers=[scheduler])
+    assert {k: len(v) for k, v in log.items()} == dict.fromkeys(("d_loss", "g_loss", "d_real", "d_fake", "lr"), 4)
+    assert log["lr"] == pytest.approx([2e-4, 2e-4, 2e-5, 2e-5])  # the lr each batch used
+    assert all(torch.isfinite(torch.tensor(v)).all() for v in log.values())
+    assert all(p.requires_grad for p in [*G.parameters(), *D.parameters()])
+    assert all(any(not torch.equal(a, b) for a, b in zip(before, m.parameters())) for before, m in ((g0, G), (d0, D)))
+
+
+def test_epoch_stability_counts_diverged_epochs_and_the_late_spread_of_g():
+    spread, diverged = M.epoch_stability([1.0, 0.05, 1.0, 1.0, 1.0], [1.0, 1.0, 6.0, 1.0, 3.0])
+    assert diverged == 2  # D loss below 0.1 in epoch 2, G loss above 5 in epoch 3
+    assert spread == pytest.approx(1.0)  # std of the last 2 epochs (20% of 5, at least 2): 1 and 3
+    assert M.epoch_stability([float("nan")], [1.0])[1] == 1
+
+
 def test_bench_reference_step_runs():
     import bench_mlp_gan as B
     G, D, opt_G, opt_D, bce = B.models(ours=False)
