@@ -4,10 +4,10 @@ A zip holds the course folder's scripts (its top-level files with a ``__main__``
 benchmarks its ``course.toml`` names) and what they import: the course's own modules ship whole;
 of this package only the top-level definitions the zip really uses (and, transitively, what those
 use) ship, pruned, into the zip's own helper package ``utils/`` (``from common.x import y``
-becomes ``from utils.x import y``). With ``zip_standalone = true`` in ``course.toml`` each script
-instead becomes one file that holds every definition it uses, from this package and from the
-course's modules alike (its own code first, the helpers after it), so it runs alone (for a
-handout that asks for a number of code files).
+becomes ``from utils.x import y``). A course whose handout asks for a number of code files that
+each run alone lists templates instead (``zip_templates`` in ``course.toml``): each becomes one
+script of the zip, its ``#| inline:`` lines (:mod:`common.inline`) replaced by the code they name,
+so the modules stay the one source and the script imports nothing of the repository.
 
 The zip's README is the course's ``zip_readme.md`` (one page for the grader: how to run each part,
 the time it takes, what each output shows) with ``{files}`` (each file, its line count and what it
@@ -710,8 +710,53 @@ def _module_name(rel: str) -> str:
     return rel.removesuffix(".py").replace("/", ".")
 
 
+def expand_template(path: Path) -> str:
+    """A submission script built from its template: each ``#| inline: FILE: NAMES`` line (the
+    directives of :mod:`common.inline`, paths from the repository root) becomes the named
+    definitions of FILE, with the definitions of FILE they use, less what the template defines
+    above the line. The template imports at its top what the copied code needs, so the script
+    reads top to bottom: its imports, its settings, the copied code, its own code."""
+    from .inline import DIRECTIVE, InlineError, inline_source, parse_directive
+
+    text = path.read_text()
+    tree = ast.parse(text)
+    out: list[str] = []
+    defined: set[str] = set()
+    after_directive = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.startswith(DIRECTIVE):
+            out.append(line)
+            after_directive = False
+            continue
+        defined |= {n for node in tree.body if node.end_lineno < number for n in _bound_names(node)}
+        try:
+            code, provides = inline_source(*parse_directive(line), defined)
+        except InlineError as exc:
+            raise ZipError(f"{shown(path)}:{number}: {exc}") from None
+        imports = [ast.unparse(n) for n in ast.parse(code).body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        if imports:
+            raise ZipError(f"{shown(path)}:{number}: the copied code needs `{'; '.join(imports)}`: "
+                           "import it at the top of the template")
+        defined |= provides
+        if code.strip():
+            out += ["", ""] if after_directive else []
+            out.append(code.strip("\n"))
+            after_directive = True
+    return "\n".join(out) + "\n"
+
+
+def zip_scripts(info: courses.Course) -> list[str]:
+    """The names of the scripts in the course's zip: its templates' (``zip_templates`` in
+    ``course.toml``, each built by :func:`expand_template`), else its :func:`entry_scripts`."""
+    templates = _settings(info).get("zip_templates")
+    return [Path(t).name for t in templates] if templates else entry_scripts(info)
+
+
 def zip_contents(info: courses.Course) -> dict[str, str]:
     """The zip's code files (path inside the zip -> text), without README and requirements."""
+    templates = _settings(info).get("zip_templates")
+    if templates:
+        return {Path(t).name: expand_template(info.path / t) for t in templates}
     project = Project(info.path)
     entries = entry_scripts(info)
     if not entries:

@@ -1,12 +1,13 @@
 """Submission zips (``common.zips``): each holds its course's scripts, the course modules they
-import and only the helper code they reach (pruned into ``utils/``, or inlined into each script
-for a course whose scripts must stand alone), a one-page README and requirements.txt; no data,
+import and only the helper code they reach (pruned into ``utils/``; for a course whose scripts must
+stand alone, one file per script built from its template), a one-page README and requirements.txt; no data,
 no other course, nothing of the repository. Unzipped, every script runs in quick mode under a
 Python that cannot import the repository, from the unzipped folder."""
 from __future__ import annotations
 
 import ast
 import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -25,7 +26,11 @@ from common.metrics import _judge_path
 from helpers import ROOT, full_data_available
 
 ZIPPED = sorted(c.folder for c in courses() if c.zip)
-SCRIPTS = [(c, s) for c in ZIPPED for s in zips.entry_scripts(find(c))]
+# Courses whose zip holds scripts built from templates (zip_templates): each runs alone, with plain
+# flags (--quick) and torchvision's ./data, tested below; the others run with the shared flags.
+TEMPLATED = [c for c in ZIPPED if zips._settings(find(c)).get("zip_templates")]
+SCRIPTS = [(c, s) for c in ZIPPED if c not in TEMPLATED for s in zips.entry_scripts(find(c))]
+PART2 = ["part2_training_stages.py", "part2_batch_sizes.py", "part2_lr_schedules.py"]  # Assignment 3, Part II
 
 # How each course is named; a zip may name its own course only.
 COURSE_NAMES = {"ee8520_hw2": r"EE ?8520|ee8520", "csc8851_hw2": r"CSC ?8851|csc8851",
@@ -78,13 +83,12 @@ def _env(data_root: Path) -> dict:
 def test_zip_holds_the_scripts_and_the_code_they_use(course, built):
     folder, inside = built[course]
     info = find(course)
-    scripts = zips.entry_scripts(info)
+    scripts = zips.zip_scripts(info)
     code = sorted(n for n in inside if n.endswith(".py"))
     assert set(scripts) <= set(code) and not any(Path(n).name.startswith("bench") for n in code)
     assert inside - set(code) == {"README.md", "requirements.txt"}  # code only: no data, outputs or templates
-    if zips._settings(info).get("zip_standalone"):
-        assert code == scripts  # one file per script, each standing alone
-        assert course != "assignment3" or len(code) == 3  # Part II: exactly three code files
+    if course in TEMPLATED:
+        assert code == sorted(scripts)  # one file per script, each standing alone
     for name in code:
         tree = ast.parse((folder / name).read_text())
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
@@ -113,7 +117,7 @@ def test_readme_and_requirements(course, built):
     for name in (n for n in inside if n.endswith(".py")):
         assert f"`{name}` | {len((folder / name).read_text().splitlines())} |" in text  # the file table
     assert f"torch {importlib.metadata.version('torch')}" in text
-    for script in zips.entry_scripts(find(course)):
+    for script in zips.zip_scripts(find(course)):
         assert f"python {script}" in text  # how to run each part
     assert len(text.splitlines()) < 80  # one page
     reqs = (folder / "requirements.txt").read_text()
@@ -163,3 +167,80 @@ def test_unzipped_quick_run_without_data_says_so_in_one_line(built, bare_python,
     assert proc.returncode == 2, proc.stderr[-2000:]
     err = proc.stderr.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err and "MNIST" in err
+
+
+# --------------------------------------------------------------------------------------------
+# Assignment 3, Part II: three code files, one per study, each a plain script that runs alone
+
+
+def test_part2_is_three_plain_scripts_of_homework_length(built):
+    folder, inside = built["assignment3"]
+    assert sorted(n for n in inside if n.endswith(".py")) == sorted(PART2)
+    for name in PART2:
+        text = (folder / name).read_text()
+        lines = text.splitlines()
+        assert 150 <= len(lines) <= 300, f"{name}: {len(lines)} lines"
+        assert max(map(len, lines)) <= 122, name
+        assert "#| inline:" not in text and "import common" not in text
+        tree = ast.parse(text)
+        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        # the GAN of Part I, its loop and the study, all in the file
+        assert {"Generator", "Discriminator", "make_optimizers", "train_epoch", "d_loss_real", "d_loss_fake",
+                "g_loss_fn", "set_requires_grad", "sample", "frechet_distance", "main"} <= defined, name
+        assert "class Generator(nn.Sequential)" in text and "class Discriminator(nn.Sequential)" in text
+        assert "transforms.Normalize((0.5,), (0.5,))" in text and "DataLoader(" in text
+        assert ast.unparse(tree.body[-1]) == "if __name__ == '__main__':\n    main()"
+        names = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        assert len(names) == len(set(names)), f"{name} defines a name twice"
+    schedules = (folder / "part2_lr_schedules.py").read_text()
+    assert "StepLR(" in schedules and "def warmup_cosine" in schedules and "CosineAnnealingLR" in schedules
+    assert "BATCH_SIZES = [128, 256, 512, 1024]" in (folder / "part2_batch_sizes.py").read_text()
+
+
+def test_part2_expansion_refuses_an_import_the_template_lacks(tmp_path):
+    template = tmp_path / "t.py"
+    template.write_text('"""A template."""\n#| inline: assignment3/mlp_gan.py: make_optimizers\n')
+    with pytest.raises(zips.ZipError, match="import torch"):
+        zips.expand_template(template)
+    template.write_text('"""A template."""\nimport torch\n\n#| inline: assignment3/mlp_gan.py: no_such_name\n')
+    with pytest.raises(zips.ZipError, match="no_such_name"):
+        zips.expand_template(template)
+
+
+def test_part2_scripts_run_alone_on_torchvision_data_in_their_folder(built, bare_python, tmp_path):
+    """Each script runs with --quick under a Python that cannot import the repository, from a copy
+    of the unzipped folder whose ./data holds the embedded MNIST sample as torchvision's files."""
+    from common.deliver import place_data
+
+    folder = tmp_path / "upload"
+    shutil.copytree(built["assignment3"][0], folder)
+    place_data(folder, quick=True)
+    data_before = {p: p.stat().st_mtime for p in (folder / "data").rglob("*")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HW_DATA_ROOT", "HW_QUICK")}
+    env["OMP_NUM_THREADS"] = "1"
+    where = subprocess.run([str(bare_python), "-c", "import common"], cwd=folder, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert where.returncode != 0 and "No module named 'common'" in where.stderr
+
+    def run(script):
+        proc = subprocess.run([str(bare_python), script, "--quick"], cwd=folder, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout[-2000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    # II.3 first, alone: without II.2's numbers it says so and uses its own batch size
+    out = run("part2_lr_schedules.py")
+    assert "batch_sizes.json is missing" in out and "Verdict at batch size 128:" in out
+    out = run("part2_training_stages.py")
+    assert "FD per stage" in out and ("The last stage was the best" in out or "The best stage was epoch" in out)
+    out = run("part2_batch_sizes.py")
+    assert "Least stable: batch" in out and "Lowest FD: batch" in out
+    numbers = json.loads((folder / "results_quick" / "batch_sizes.json").read_text())
+    assert sorted(map(int, numbers["runs"])) == [128, 256, 512, 1024] and numbers["least_stable"] in (128, 256, 512, 1024)
+    assert f"Least stable: batch {numbers['least_stable']} " in out  # the sentence names the saved number
+    figures = {p.name for p in (folder / "results_quick").glob("*.png")}
+    assert figures == {"stages.png", "stages_curves.png", "batch_sizes_losses.png", "batch_sizes_samples.png",
+                       "lr_schedules_curves.png", "lr_schedules_samples.png"}
+    assert all((folder / "results_quick" / f).stat().st_size > 10_000 for f in figures)
+    assert not (folder / "results").exists()  # a smoke run never touches a full run's folder
+    assert {p: p.stat().st_mtime for p in (folder / "data").rglob("*")} == data_before  # read, not downloaded
