@@ -143,7 +143,10 @@ def bare_kernel(folder: Path):
 
     env = folder / "env"
     venv.EnvBuilder(with_pip=False, symlinks=True).create(env)
-    ours = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    # this Python's site-packages folders, also those a .pth file put on sys.path (a virtual
+    # environment that borrows another's packages), never the repository itself
+    ours = list(dict.fromkeys(p for p in [*site.getsitepackages(), *sys.path]
+                              if Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()))
     theirs = next((env / "lib").glob("python*/site-packages"))
     (theirs / "pypi_packages.pth").write_text("\n".join(ours) + "\n")
     spec = folder / "kernels" / "bare"
@@ -227,7 +230,8 @@ def deliver_notebook(template: Path, dst: Path, name: str | None = None, pdf: bo
 
     The kernel's ``./data`` holds what :func:`place_data` puts there (the embedded sample in quick
     mode, ``quick``: ``HW_QUICK``; else the full set); it is removed after the run. The figures
-    stay in ``<work_root>/<dst stem>/`` (``work_root``: ``outputs/notebooks``)."""
+    stay in ``<work_root>/<dst stem>/``; ``work_root`` defaults to ``outputs/<the template's
+    folder>/notebook``, so a notebook's run folder sits beside its course's script runs."""
     import nbformat
 
     from .cli import env_quick
@@ -235,7 +239,7 @@ def deliver_notebook(template: Path, dst: Path, name: str | None = None, pdf: bo
     quick = env_quick() if quick is None else quick
     dst = Path(dst).resolve()
     nb = build_notebook(Path(template), name)
-    home = Path(work_root) if work_root else OUTPUTS / "notebooks"
+    home = Path(work_root) if work_root else OUTPUTS / Path(template).resolve().parent.name / "notebook"
     home.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{dst.stem}.", dir=home))
     try:

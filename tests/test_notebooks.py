@@ -229,7 +229,7 @@ def test_full_build_without_the_data_stops_with_one_line(tmp_path, monkeypatch, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "needs the full data" in err and "MNIST" in err
     assert not (tmp_path / "dist").exists()
-    assert not [p for p in (tmp_path / "outputs" / "notebooks").iterdir()]  # no work folder left
+    assert not list((tmp_path / "outputs" / "assignment3" / "notebook").iterdir())  # no work folder left
 
 
 def test_failed_build_keeps_the_good_deliverable(tmp_path, monkeypatch, capsys):
@@ -253,5 +253,5 @@ def test_failed_build_keeps_the_good_deliverable(tmp_path, monkeypatch, capsys):
     assert len(err.splitlines()) == 1 and "\x1b[" not in err
     assert "cell 1 failed: ValueError: 2000 images is too few" in err and "left as it was" in err
     assert (dist / "t_quick.ipynb").read_text() == "good" and (dist / "t_quick.pdf").read_text() == "good pdf"
-    failed = tmp_path / "outputs" / "notebooks" / "t_quick.failed"
+    failed = tmp_path / "outputs" / tmp_path.name / "notebook" / "t_quick.failed"
     assert (failed / "t_quick.ipynb").exists() and not (failed / "data").exists()
