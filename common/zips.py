@@ -107,8 +107,6 @@ class _Uses(ast.NodeVisitor):
     def __init__(self, lazy: bool):
         self.names: set[str] = set()
         self.attrs: set[tuple[str, str]] = set()
-        self.attr_nodes: list[tuple[ast.Attribute, set[str]]] = []  # each with the local names where it is
-        self.name_nodes: list[ast.Name] = []  # the global ones
         self.lazy = lazy
         self.scopes: list[set[str]] = []
 
@@ -118,12 +116,10 @@ class _Uses(ast.NodeVisitor):
     def visit_Name(self, node):
         if not self._local(node.id):
             self.names.add(node.id)
-            self.name_nodes.append(node)
 
     def visit_Attribute(self, node):
         if isinstance(node.value, ast.Name) and not self._local(node.value.id):
             self.attrs.add((node.value.id, node.attr))
-            self.attr_nodes.append((node, set().union(*self.scopes)))
         self.generic_visit(node)
 
     def visit_arg(self, node):
@@ -180,11 +176,6 @@ class Module:
     @property
     def is_package_module(self) -> bool:
         return self.name.split(".")[0] == PACKAGE
-
-    @property
-    def depth(self) -> int:
-        """Folders between the zip's (or repository's) root and this file."""
-        return self.name.count(".")
 
     @property
     def lines(self) -> list[str]:
@@ -276,31 +267,6 @@ class Project:
 # Reachable definitions
 
 
-def _eager_uses(node: ast.stmt, lazy: bool) -> _Uses:
-    """What running the statement itself reads: a function's decorators and defaults (not its
-    body), a class's bases, decorators and body; any other statement, all it reads."""
-    u = _Uses(lazy)
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        for d in node.decorator_list + node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
-            u.visit(d)
-        if not lazy:
-            for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs + [node.args.vararg, node.args.kwarg]:
-                if a is not None and a.annotation is not None:
-                    u.visit(a.annotation)
-            if node.returns is not None:
-                u.visit(node.returns)
-    elif isinstance(node, ast.ClassDef):
-        for d in node.decorator_list + node.bases + [k.value for k in node.keywords]:
-            u.visit(d)
-        for s in node.body:
-            inner = _eager_uses(s, lazy)
-            u.names |= inner.names
-            u.attrs |= inner.attrs
-    else:
-        u.visit(node)
-    return u
-
-
 class Closure:
     """The statements the entry scripts reach. ``kept[module]`` holds the ids of the kept statements
     (a module kept whole keeps all of its own), ``imports_used[module]`` the names of its
@@ -312,7 +278,6 @@ class Closure:
         self.kept: dict[str, set[int]] = {}
         self.imports_used: dict[str, set[str]] = {}
         self.order: list[str] = []
-        self.renames: dict[str, dict[str, str]] = {}  # module -> its private names renamed in a flattened file
 
     def add_module(self, name: str) -> None:
         if name in self.kept:
@@ -383,23 +348,6 @@ class Closure:
                 for n in _bound_names(node) if refs is None else refs:
                     out[n] = None if refs is None else refs[n]
         return out
-
-    def eager(self, roots: list[tuple[str, ast.stmt]]) -> set[int]:
-        """Ids of the kept statements that must run before ``roots`` can: what their definitions
-        read when they run (a class's bases, a default value), and for any other statement all it
-        reaches, as it may call what it reads."""
-        done: set[int] = set()
-        todo = [(name, node, False) for name, node in roots]
-        while todo:
-            name, node, full = todo.pop()
-            lazy = self.p.module(name).lazy
-            plain = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-            uses = _uses(node, lazy) if full or not plain else _eager_uses(node, lazy)
-            for target, stmt in self.targets(name, node, uses):
-                if id(stmt) not in done:
-                    done.add(id(stmt))
-                    todo.append((target, stmt, full or not plain))
-        return done
 
 
 def closure(project: Project, entries: list[str], whole) -> Closure:
@@ -490,175 +438,6 @@ def _join_kept(mod: Module, nodes: list[ast.stmt], text=None) -> str:
     return "".join(out)
 
 
-# --------------------------------------------------------------------------------------------
-# One stand-alone file per script
-
-
-def _replace_spans(text: str, spans: list[tuple[int, int, int, int, str]]) -> str:
-    """Replace (line, col, end_line, end_col) spans (1-based lines, UTF-8 byte columns as ``ast``
-    gives them) of ``text`` by new text; spans must not overlap."""
-    lines = [ln.encode() for ln in text.splitlines(keepends=True)]
-    for l0, c0, l1, c1, new in sorted(spans, reverse=True):
-        head, tail = lines[l0 - 1][:c0], lines[l1 - 1][c1:]
-        lines[l0 - 1:l1] = [head + new.encode() + tail]
-    return b"".join(lines).decode()
-
-
-def _shift_file_parents(text: str, depth: int) -> str:
-    """In a package module at ``depth`` flattened into a file at the zip's root, ``Path(__file__)
-    .resolve().parents[k]`` names the folder ``parents[k - depth]`` names from there."""
-    def shift(m):
-        k = int(m.group(1)) - depth
-        if k < 0:
-            raise ZipError(f"cannot flatten {m.group(0)}: it names a folder above the zip")
-        return "Path(__file__).resolve()" + (".parent" if k == 0 else f".parents[{k}]")
-    return re.sub(r"Path\(__file__\)\.resolve\(\)\.parents\[(\d+)\]", shift, text)
-
-
-def _statement_text(c: Closure, mod: Module, node: ast.stmt, floor: int, top: dict,
-                    renames: dict[str, str] | None = None) -> str:
-    """The statement's source with ``alias.name`` of repository modules read as ``name``, its
-    nested repository imports removed and the module's global names in ``renames`` renamed; the
-    local names it binds must not hide a name it reads that way."""
-    renames = renames or {}
-    start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-    seg = _segment(mod.lines, node, floor)
-    first = node.end_lineno - len(seg.splitlines()) + 1 if seg else start
-    nested = {}
-    drops = []
-    for n in ast.walk(node):
-        if isinstance(n, (ast.Import, ast.ImportFrom)) and n is not node:
-            refs = c.p.refs(n, mod)
-            if refs is not None:
-                nested.update(refs)
-                drops.append(n)
-    spans = []
-    uses = _uses(node, False)  # annotations too: they are text the reader sees
-    for n in uses.name_nodes:
-        if n.id in renames:
-            spans.append((n.lineno - first + 1, n.col_offset, n.end_lineno - first + 1, n.end_col_offset, renames[n.id]))
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in renames:
-        line = mod.lines[node.lineno - 1].encode()
-        col = re.search(rb"\b(def|class)\s+(" + re.escape(node.name.encode()) + rb")\b", line).start(2)
-        spans.append((node.lineno - first + 1, col, node.lineno - first + 1, col + len(node.name.encode()),
-                      renames[node.name]))
-    for n, locals_ in uses.attr_nodes:
-        ref = nested.get(n.value.id) or top.get(n.value.id)
-        if ref is not None and ref.attr is None:
-            if n.attr in locals_:
-                    raise ZipError(f"{shown(mod.path)}:{n.lineno}: {n.value.id}.{n.attr} cannot be flattened, "
-                               f"a local name {n.attr} hides it")
-            spans.append((n.lineno - first + 1, n.col_offset, n.end_lineno - first + 1, n.end_col_offset,
-                          c.renames.get(ref.module, {}).get(n.attr, n.attr)))
-    for n in drops:  # a nested import line of the repository's own code goes; the names are defined above
-        spans.append((n.lineno - first + 1, 0, n.end_lineno - first + 1, len(mod.lines[n.end_lineno - 1].encode()), ""))
-    return _replace_spans(seg, spans)
-
-
-def standalone_script(c: Closure, entry: str) -> str:
-    """``entry`` as one file: its docstring and every third-party import of the code it reaches;
-    the definitions of the course's modules it uses, then its own code; then the helper
-    definitions (those its code needs while the file loads, such as a base class, come first)."""
-    mods = _dependency_order(c, entry)
-    script = c.p.module(entry)
-    imports: dict[str, str] = {}
-    bound: dict[str, str] = {}
-    stmts: list[tuple[str, ast.stmt]] = []
-    for name in mods:
-        mod = c.p.module(name)
-        for node in mod.body:
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                if c.p.refs(node, mod) is None:
-                    for n in sorted(_bound_names(node) & c.imports_used[name]):
-                        line = _import_subset(node, {n})
-                        if imports.setdefault(n, line) != line:
-                            raise ZipError(f"{entry}: `{imports[n]}` and `{line}` both bind {n}")
-            elif id(node) in c.kept[name]:
-                for n in _bound_names(node):
-                    if bound.setdefault(n, name) == name:
-                        continue
-                    if not n.startswith("_"):
-                        raise ZipError(f"{entry}: {n} is defined in both {bound[n]} and {name}; rename one")
-                    c.renames.setdefault(name, {})[n] = f"_{name.split('.')[-1]}{n}"  # a private helper's
-                stmts.append((name, node))
-    clash = set(imports) & set(bound)
-    if clash:
-        raise ZipError(f"{entry}: {', '.join(sorted(clash))} both imported and defined")
-
-    course = [(m, n) for m, n in stmts if not c.p.module(m).is_package_module]
-    early = c.eager(course)
-    helpers_first = [(m, n) for m, n in stmts if c.p.module(m).is_package_module and id(n) in early]
-    helpers_last = [(m, n) for m, n in stmts if c.p.module(m).is_package_module and id(n) not in early]
-    first_titles = ", ".join(dict.fromkeys(_section_title(c.p.module(m)).split(":")[0].lower() for m, _ in helpers_first))
-    sections = [(f"Helper code the definitions below build on ({first_titles})", helpers_first)]
-    sections += [(_section_title(c.p.module(m)) if m != entry else "This study", [(m, n) for mm, n in course if mm == m])
-                 for m in dict.fromkeys(m for m, _ in course)]
-    by_module: dict[str, list] = {}
-    for m, n in helpers_last:
-        by_module.setdefault(m, []).append((m, n))
-    sections += [(_section_title(c.p.module(m)), part) for m, part in by_module.items()]
-
-    head = [script.docstring + "\n"] if script.docstring else []
-    if any(c.p.module(m).lazy for m in mods):
-        head.append("from __future__ import annotations\n")
-    blocks = []
-    for stdlib in (True, False):
-        lines = [v for v in imports.values() if (v.split()[1].split(".")[0] in sys.stdlib_module_names) == stdlib]
-        plain = sorted(v for v in lines if v.startswith("import "))
-        froms = sorted(v for v in lines if v.startswith("from "))
-        if lines:
-            blocks.append("\n".join(_merge_imports(plain + froms)))
-    head.append("\n" + "\n\n".join(blocks) + "\n")
-    body = []
-    for title, part in sections:
-        if part:
-            runs: list[list] = []  # consecutive statements of one module, joined as they stood there
-            for m, n in part:
-                if runs and runs[-1][0] == m:
-                    runs[-1][1].append(n)
-                else:
-                    runs.append([m, [n]])
-            text = "\n\n\n".join(_join_kept(c.p.module(m), nodes, lambda node, floor, m=m: _flat_text(c, m, node))
-                                  for m, nodes in runs)
-            body.append(f"# {'-' * 92}\n# {title}\n\n\n" + text)
-        if title == "This study" and by_module:
-            body.append(f"# {'=' * 92}\n# Helper code: what the study above calls (data, training loop, evaluation, "
-                        "figures, tables)")
-    if script.main_guard is not None:
-        body.append(_flat_text(c, entry, script.main_guard))
-    return _flat_mentions("".join(head) + "\n\n" + "\n\n\n".join(body) + "\n", [m for m in mods if m != entry])
-
-
-def _flat_mentions(text: str, modules: list[str]) -> str:
-    """Dotted mentions of the flattened modules in comments and docstrings (``common.training.adam``,
-    ``mlp_gan.fit``) as the bare names the one file defines."""
-    for m in sorted(modules, key=len, reverse=True):
-        text = re.sub(rf"\b{re.escape(m)}\.(?=[A-Za-z_])", "", text)
-    return re.sub(rf"\b{PACKAGE}\.(?:[a-z_]+\.)?(?=[A-Za-z_])", "", text)
-
-
-def _flat_text(c: Closure, name: str, node: ast.stmt) -> str:
-    mod = c.p.module(name)
-    index = mod.body.index(node) if node in mod.body else len(mod.body)
-    floor = mod.body[index - 1].end_lineno if index else 0
-    top = c.top_imports(mod)
-    renames = dict(c.renames.get(name, {}))
-    renames.update({alias: c.renames[ref.module][ref.attr] for alias, ref in top.items()
-                    if ref is not None and ref.attr in c.renames.get(ref.module, {})})
-    text = _statement_text(c, mod, node, floor, top, renames).rstrip("\n")
-    return _shift_file_parents(text, mod.depth) if mod.is_package_module else text
-
-
-def _merge_imports(lines: list[str]) -> list[str]:
-    """``from x import a`` and ``from x import b`` as one line, order kept."""
-    out: dict[str, list[str]] = {}
-    for ln in lines:
-        m = re.match(r"from (\S+) import (.+)$", ln)
-        key = f"from {m.group(1)}" if m else ln
-        out.setdefault(key, []).extend([m.group(2)] if m else [])
-    return [f"{k} import {', '.join(v)}" if v else k for k, v in out.items()]
-
-
 def _section_title(mod: Module) -> str:
     """A package module's title (``HELPER_TITLES``), or a course module's first docstring line
     without its ``Course: `` prefix."""
@@ -668,26 +447,6 @@ def _section_title(mod: Module) -> str:
     first = _first_line(mod.text) or stem
     first = first.split(": ", 1)[-1]
     return first[:1].upper() + first[1:]
-
-
-def _dependency_order(c: Closure, entry: str) -> list[str]:
-    """The reached modules, each after the modules its top-level imports name, ``entry`` last."""
-    seen, order = set(), []
-
-    def visit(name):
-        if name in seen:
-            return
-        seen.add(name)
-        mod = c.p.module(name)
-        for ref in c.top_imports(mod).values():
-            if ref is not None and ref.module in c.kept:
-                visit(ref.module)
-        order.append(name)
-
-    for name in c.order:
-        if name != entry:
-            visit(name)
-    return [m for m in order if m != entry] + [entry]
 
 
 # --------------------------------------------------------------------------------------------
@@ -762,12 +521,6 @@ def zip_contents(info: courses.Course) -> dict[str, str]:
     if not entries:
         raise ZipError(f"{info.folder} has no script to zip")
     files: dict[str, str] = {}
-    if _settings(info).get("zip_standalone", False):
-        for rel in entries:
-            name = _module_name(rel)
-            c = closure(project, [name], whole=lambda m, name=name: m == name)
-            files[rel] = standalone_script(c, name)
-        return files
     c = closure(project, [_module_name(e) for e in entries], whole=lambda m: m.split(".")[0] != PACKAGE)
     helpers = []
     for name in c.order:
