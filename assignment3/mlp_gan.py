@@ -185,26 +185,29 @@ def train_step(G, D, opt_G, opt_D, criterion, real, latent_dim: int = LATENT_DIM
     return out
 
 
-def train_epoch(G, D, opt_G, opt_D, criterion, loader, device, latent_dim: int = LATENT_DIM, schedulers=()) -> dict:
+def train_epoch(G, D, opt_G, opt_D, criterion, loader, device, latent_dim: int = LATENT_DIM,
+                schedulers=()) -> dict:
     """One epoch of Part I's loop: for each batch of real images a D update with G frozen, then a G
     update with D frozen; each of ``schedulers`` steps after every batch. Returns per-batch lists
     of the losses, the mean of D(x) and of D(G(z)), and G's learning rate."""
     log = {"d_loss": [], "g_loss": [], "d_real": [], "d_fake": [], "lr": []}
     for real, _ in loader:
         real, n = real.to(device), real.size(0)
-        real_labels, fake_labels = real_fake_labels(n, device)  # 1 for real, 0 for fake
+        real_labels, fake_labels = real_fake_labels(n, device)  # labels: 1 real, 0 fake
 
-        set_requires_grad(G, False)  # D's update with G frozen
+        set_requires_grad(G, False)  # D's update: freeze G, unfreeze D
         set_requires_grad(D, True)
         d_real, d_fake = D(real), D(G(noise(n, latent_dim, device)))
-        d_loss = d_loss_real(criterion, d_real, real_labels) + d_loss_fake(criterion, d_fake, fake_labels)
+        loss_real = d_loss_real(criterion, d_real, real_labels)  # D loss on real images
+        loss_fake = d_loss_fake(criterion, d_fake, fake_labels)  # D loss on fake images
+        d_loss = loss_real + loss_fake
         opt_D.zero_grad()
         d_loss.backward()
         opt_D.step()
 
-        set_requires_grad(D, False)  # G's update with D frozen, on fresh noise
+        set_requires_grad(D, False)  # G's update: freeze D, unfreeze G; fresh noise
         set_requires_grad(G, True)
-        g_loss = g_loss_fn(criterion, D(G(noise(n, latent_dim, device))), real_labels)
+        g_loss = g_loss_fn(criterion, D(G(noise(n, latent_dim, device))), real_labels)  # G loss
         opt_G.zero_grad()
         g_loss.backward()
         opt_G.step()
