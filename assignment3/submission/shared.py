@@ -12,8 +12,7 @@ DATA = Path(__file__).resolve().parent / "data"  # torchvision's MNIST/ folder g
 
 
 def mnist(train: bool, quick: bool = False):
-    """MNIST from ./data (downloaded when missing) with pixels in [-1, 1], the range of G's Tanh;
-    only the first 2,000 images with ``quick``."""
+    """MNIST from ./data (downloaded when missing), pixels in [-1, 1]; the first 2,000 images if ``quick``."""
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
     data = torchvision.datasets.MNIST(DATA, train=train, download=True, transform=transform)
     return Subset(data, range(min(2000, len(data)))) if quick else data
