@@ -118,8 +118,8 @@ def main():
     steadiest = min(runs, key=lambda k: (runs[k]["diverged"], runs[k]["spread"]))  # fewest diverged, least spread
     s = runs[steadiest]
     print(f"Verdict at batch size {batch_size}: " + (
-        f"neither schedule steadied training; the constant rate had the fewest diverged epochs ({c['diverged']}) "
-        f"and the smallest spread ({c['spread']:.3f})." if steadiest == "constant" else
+        f"neither schedule steadied training: the constant rate ranks steadiest (fewest diverged epochs, "
+        f"{c['diverged']}, then the smallest spread, {c['spread']:.3f})." if steadiest == "constant" else
         f"{SCHEDULES[steadiest]} steadied training the most ({s['diverged']} diverged epochs against {c['diverged']} "
         f"with a constant rate, spread {s['spread']:.3f} against {c['spread']:.3f}); its final FD is "
         f"{s['fd'][-1]:.1f} against {c['fd'][-1]:.1f}, so steadier training "
