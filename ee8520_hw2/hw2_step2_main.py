@@ -40,6 +40,7 @@ from common.loop import train_epochs  # noqa: E402
 from common.metrics import Evaluator, fixed_binarization, get_judge, nats_to_bits_per_dim  # noqa: E402
 from common.paths import run_dir, shown, skeleton_imgs_dir  # noqa: E402
 from common.plotting import grid_image, plot_bars, plot_panels, save_grid  # noqa: E402
+from common.summary import Headline, write_summary  # noqa: E402
 from common.tables import write_table  # noqa: E402
 from common.training import (Run, adam, autocast, get_device, resolve_precision, resolved,  # noqa: E402
                              seed_everything, use_huge_pages, warmup_cosine)
@@ -50,11 +51,23 @@ use_huge_pages()  # at import, before any tensor: fewer page faults (common.trai
 HERE = Path(__file__).resolve().parent
 PIXELS = 28 * 28
 MODELS = ("unconditional", "conditional")
+# the headline numbers of the run's summary.json: keys of its metrics.json, labelled for a reader
+HEADLINE = (
+    Headline("unconditional.test_nll_nats", "PixelCNN: test NLL", unit="nats", fmt=".2f", better="lower"),
+    Headline("unconditional.test_bits_per_dim", "PixelCNN: test NLL", unit="bits/dim", fmt=".4f", better="lower"),
+    Headline("conditional.test_nll_nats", "conditional PixelCNN: test NLL", unit="nats", fmt=".2f", better="lower"),
+    Headline("conditional.test_bits_per_dim", "conditional PixelCNN: test NLL", unit="bits/dim", fmt=".4f",
+             better="lower"),
+    Headline("conditional.class_accuracy", "conditional PixelCNN: class accuracy", unit="%", better="higher"),
+    Headline("conditional.class_accuracy_worst_digit", "conditional PixelCNN: worst digit's class accuracy",
+             unit="%", better="higher"),
+    Headline("unconditional.frechet_distance", "PixelCNN: Fréchet distance",
+             floor="unconditional.frechet_floor_train_vs_test", fmt=".2f", better="lower"))
 
 
 @dataclass
 class Step2Config(BaseConfig):
-    epochs: int = dataclasses.field(default=10, metadata={"help": "epochs of each model"})
+    epochs: int = dataclasses.field(default=7, metadata={"help": "epochs of each model"})
     batch_size: int = 128
     lr: float = dataclasses.field(default=3e-3, metadata={"help": "peak Adam learning rate"})
     warmup_epochs: float = dataclasses.field(default=0.5, metadata={
@@ -66,7 +79,7 @@ class Step2Config(BaseConfig):
         "help": "threshold: x > 0.5 (the skeleton); bernoulli: seeded dynamic binarization"})
     digit: int = dataclasses.field(default=7, metadata={"help": "digit the conditional model samples"})
     channels: int = dataclasses.field(default=32, metadata={"help": "feature maps of each gated stack"})
-    n_layers: int = dataclasses.field(default=8, metadata={"help": "gated layers (the first 7x7, then --kernel)"})
+    n_layers: int = dataclasses.field(default=12, metadata={"help": "gated layers (the first 7x7, then --kernel)"})
     kernel: int = dataclasses.field(default=3, metadata={"help": "kernel size of the gated layers after the first"})
     compile: bool = dataclasses.field(default=True, metadata={
         "help": "train through torch.compile of the model on the CPU (same result up to rounding; "
@@ -202,7 +215,10 @@ def train_model(cfg, name, folder, device, precision):
         transform, x_train, x_test_bin = None, binarize_image(x_train), binarize_image(x_test)
     else:
         transform, x_test_bin = DynamicBinarizer(cfg.seed), fixed_binarization(x_test)
-    loader = D.TensorLoader(x_train, y_train, batch_size=cfg.batch_size, seed=cfg.seed, transform=transform)
+    # whole batches only: a last, smaller batch would make torch.compile build a second graph (about a
+    # minute); the images it leaves out change with each epoch's shuffle
+    loader = D.TensorLoader(x_train, y_train, batch_size=cfg.batch_size, seed=cfg.seed, transform=transform,
+                            drop_last=True)
 
     model = build_models(cfg)[name].to(device)
     if channels_last:
@@ -259,6 +275,8 @@ def train_model(cfg, name, folder, device, precision):
     judge = Evaluator("mnist", device, quick=cfg.quick, data_root=cfg.data_root)
     labels = torch.arange(10).repeat_interleave(k) if conditional else None
     m.update(judge.report(samples["eval"], labels, value_range=(0.0, 1.0)))
+    if conditional:
+        m["class_accuracy_worst_digit"] = min(m["class_accuracy_per_class"].values())
     torch.save({key: t.cpu() for key, t in samples.items()}, run.path("samples.pt"))
     run.write_metrics(m)
     print(f"[{name}] test NLL {m['test_nll_nats_threshold']:.2f} nats threshold-binarized, "
@@ -385,6 +403,7 @@ def main(argv=None):
     summary = {"binarize": cfg.binarize, "precision": precision, "epochs": cfg.epochs, "quick": cfg.quick,
                "wall_seconds": round(wall, 1), **metrics}
     run.write_metrics(summary)
+    write_summary(out, HEADLINE, train_seconds=wall)
     print(f"[step2] {wall / 60:.1f} min of training and evaluation; figures and metrics in {shown(out)}")
 
 

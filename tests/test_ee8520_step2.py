@@ -160,7 +160,7 @@ def test_causality_default_architecture(conditional):
     # to either side) and the horizontal stack's (r columns to the left) is in the receptive field
     first, later = model.layers[0].h_conv.kernel_size[1], model.layers[1].h_conv.kernel_size[1]
     r = first // 2 + (len(model.layers) - 1) * (later // 2)
-    assert r == 10  # the documented reach of the default model
+    assert r == 14  # the documented reach of the default model
     for k, p in enumerate(corners + extra):
         i, j = divmod(p, 28)
         reach = [q for q in range(p) if (q // 28 < i and i - q // 28 <= r + 1 and abs(q % 28 - j) <= r)

@@ -109,12 +109,13 @@ class GatedLayer(nn.Module):
 
 class _PixelCNNBase(nn.Module):
     """``n_layers`` gated layers (the first with a ``first_kernel`` kernel), then ReLU, 1x1 conv,
-    ReLU, 1x1 conv to one logit per pixel. With the defaults the horizontal stack sees 3 + 7 = 10
-    pixels to the left in a pixel's own row, the vertical stack 11 rows above."""
+    ReLU, 1x1 conv to one logit per pixel. With the defaults the horizontal stack sees 3 + 11 = 14
+    pixels to the left in a pixel's own row, the vertical stack 15 rows above and 14 columns to
+    either side."""
 
     conditional = False
 
-    def __init__(self, channels=32, n_layers=8, kernel=3, first_kernel=7, num_classes=10):
+    def __init__(self, channels=32, n_layers=12, kernel=3, first_kernel=7, num_classes=10):
         super().__init__()
         self.channels = channels
 
@@ -141,7 +142,7 @@ class PixelCNN(_PixelCNNBase):
     """Unconditional PixelCNN: ``forward(x)``, x (N, 1, 28, 28) in {0, 1} -> logits (N, 1, 28, 28);
     ``sigmoid(logits[:, :, i, j])`` is p(x_ij = 1 | the pixels before (i, j))."""
 
-    def __init__(self, channels=32, n_layers=8, kernel=3, first_kernel=7):
+    def __init__(self, channels=32, n_layers=12, kernel=3, first_kernel=7):
         super().__init__(channels, n_layers, kernel, first_kernel)
 
     def forward(self, x):
@@ -154,7 +155,7 @@ class ConditionalPixelCNN(_PixelCNNBase):
 
     conditional = True
 
-    def __init__(self, num_classes=10, channels=32, n_layers=8, kernel=3, first_kernel=7):
+    def __init__(self, num_classes=10, channels=32, n_layers=12, kernel=3, first_kernel=7):
         super().__init__(channels, n_layers, kernel, first_kernel, num_classes)
         self.num_classes = num_classes
 
