@@ -47,7 +47,7 @@ judges: $(STAMP) ## train and cache the MNIST and Fashion-MNIST judge classifier
 	$(PY) -m common.judges
 
 bench: $(STAMP) ## every speed benchmark, side by side with its baseline
-	$(PY) -m common.bench all
+	$(PY) -m common.bench all --record
 
 bench-data: $(STAMP) ## in-memory batches vs torchvision DataLoader, one MNIST epoch
 	$(PY) -m common.bench data

@@ -1,7 +1,8 @@
 """Speed benchmarks, each against its baseline measured side by side in the same run.
 
     python -m common.bench data   # in-memory batches vs torchvision's DataLoader (make bench-data)
-    python -m common.bench all    # every benchmark (make bench) -> outputs/bench/results.md
+    python -m common.bench all    # every benchmark -> outputs/bench/results.md (make bench: --record,
+                                  # also results/bench.md, which the README shows)
 
 Each benchmark prints ``<name> speedup: <ratio>x`` (a script's last line is one) and, for a training loop,
 ``<name> share of peak: <percent>%`` before it: the loop's achieved GFLOP/s over the CPU's
@@ -373,6 +374,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("which", choices=["data", "all"])
     parser.add_argument("--data-root", default=None)
+    parser.add_argument("--record", action="store_true",
+                        help="also write the table to results/bench.md, which the README's benchmark section shows")
     args = parser.parse_args(argv)
     if args.which == "data":
         bench_data(args.data_root)
@@ -412,8 +415,10 @@ def main(argv=None) -> None:
         took = f"{seconds[name]:.0f}" if name in seconds else ""
         lines.append(f"| {name} | {speedup} | {pct(share)} | {pct(memory)} | {target:g}x "
                      f"| {'yes' if ratio and ratio >= target else 'no'} | {took} |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    print(f"\nwrote {shown(out / 'results.md')}; make bench total: {time.perf_counter() - start:.0f} s")
+    written = [out / "results.md"] + ([ROOT / "results" / "bench.md"] if args.record else [])
+    for path in written:
+        path.write_text("\n".join(lines) + "\n")
+    print(f"\nwrote {' and '.join(str(shown(p)) for p in written)}; total: {time.perf_counter() - start:.0f} s")
     for name, ratio, share, memory, target, problem in rows:
         if share is not None:
             print(f"{name} share of peak: {100 * share:.1f}%")

@@ -6,6 +6,9 @@ A manifest (every key but ``key`` and ``title`` optional):
 
     key = "ee8520"                 # the short name: make report-<key>, python -m common.report <key>
     title = "EE 8520 HW2: GAN, PixelCNN, VAE"
+    command = "make ee8520"        # for the README's table of courses: the command that makes every part,
+    makes = "MLP GAN, ..."         # what it makes,
+    upload = "report and zip"      # and what a student submits
     zip = "{name}_EE8520_F25"      # the code zip's name the handout asks for ({name}: the student's)
     report = "report.md"           # the report's Markdown source, in the course folder
     parts = { step1 = "Step 1: MLP GAN" }   # a title per part (its folder under outputs/<course folder>/)
@@ -60,6 +63,9 @@ class Course:
     benches: tuple[Bench, ...] = ()
     parts: tuple[tuple[str, str], ...] = ()  # (part folder, title), in the manifest's order
     runs: tuple[RunKind, ...] = ()
+    command: str = ""  # the make target that runs every part, for the README
+    makes: str = ""  # what the course's runs make, in a few words
+    upload: str = ""  # what a student submits
 
     @property
     def path(self) -> Path:
@@ -85,7 +91,8 @@ def _read(manifest: Path) -> Course:
     return Course(folder=folder, key=data["key"], title=data["title"], zip=data.get("zip"), report=data.get("report"),
                   benches=tuple(Bench(b["script"], {k: float(v) for k, v in b["targets"].items()})
                                 for b in data.get("bench", [])),
-                  parts=tuple(data.get("parts", {}).items()), runs=runs)
+                  parts=tuple(data.get("parts", {}).items()), runs=runs, command=data.get("command", ""),
+                  makes=data.get("makes", ""), upload=data.get("upload", ""))
 
 
 def courses() -> list[Course]:

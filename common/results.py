@@ -24,6 +24,10 @@ A README holds a generated table between two markers; ``tables`` rewrites what l
     <!-- /results -->
     <!-- results:overview -->          one row per run on record: its headline, its time on a CPU and on a GPU
     <!-- /results -->
+    <!-- results:bench -->             the last ``make bench`` on record (results/bench.md)
+    <!-- /results -->
+    <!-- results:courses -->           one row per course: its command, what it makes, its upload (course.toml),
+    <!-- /results -->                  and per part the newest run's time on a CPU and on a GPU and its first headline
 """
 from __future__ import annotations
 
@@ -204,7 +208,49 @@ def overview_table() -> str:
     return _md_table(["course", "part (run)", "headline numbers", "full run on a CPU", "full run on a GPU"], rows)
 
 
+def courses_table() -> str:
+    """One row per course: ``command``, ``makes`` and ``upload`` from its course.toml, then per part
+    (``parts``' order) the newest record's training time on a CPU and on a GPU and its first headline
+    number; a number of a run not yet re-run since it was typed into a README is marked with *."""
+    rows = []
+    for course in _courses.courses():
+        records = sorted(load(course.folder), key=_order(course.folder))
+        times = {"cpu": [], "gpu": []}
+        headlines = []
+        for part, title in course.parts:
+            mine = [r for r in records if r.get("part") == part]
+            # a part's main run: its run named in course.toml's [[run]] paths, or "default"
+            main = {k.path.split("/", 1)[1] for k in course.runs if k.path.startswith(f"{part}/")} | {"default"}
+            mine = [r for r in mine if r.get("run") in main] or mine
+            label = title.split(":")[0]
+            for dev in times:
+                r = next((r for r in reversed(mine) if (r.get("device") == "cuda") == (dev == "gpu")), None)
+                if r is not None and (r.get("train_seconds") or r.get("wall_seconds")):
+                    star = "*" if r.get("status") == NOT_RERUN else ""
+                    times[dev].append(f"{label} {duration(r.get('train_seconds') or r.get('wall_seconds'))}{star}")
+            if mine and mine[-1].get("headline"):
+                h = mine[-1]["headline"][0]
+                star = "*" if mine[-1].get("status") == NOT_RERUN else ""
+                headlines.append(f"{label}: {h['label']} {number_text(h)}{star}")
+        rows.append([course.title.split(":")[0], f"`{course.command}`" if course.command else "", course.makes,
+                     course.upload, "; ".join(times["cpu"]), "; ".join(times["gpu"]), "; ".join(headlines)])
+    return _md_table(["course", "command", "what it makes", "upload", "full run, 2-core CPU", "full run, GPU",
+                      "headline"], rows)
+
+
+def bench_table() -> str:
+    """The last recorded ``make bench`` (``results/bench.md``, written by ``python -m common.bench all --record``)."""
+    path = RESULTS / "bench.md"
+    if not path.is_file():
+        return "No benchmark on record yet: `make bench` writes one.\n"
+    return "\n".join(line for line in path.read_text().splitlines() if not line.startswith("# ")).strip() + "\n"
+
+
 def table(key: str) -> str:
+    if key == "courses":
+        return courses_table()
+    if key == "bench":
+        return bench_table()
     return overview_table() if key == "overview" else course_table(key)
 
 

@@ -89,9 +89,10 @@ def test_hardware_precisions_leave_out_bf16_where_the_cpu_emulates_it(monkeypatc
 
 def test_parse_summary_reads_every_benchmark_of_a_script():
     text = ("noise\ncgan epoch share of peak: 76.8%\ndcgan epoch share of peak: 56.5%\n"
-            "cgan epoch speedup: 2.55x\ndcgan epoch speedup: 2.17x\n")
+            "dcgan epoch share of memory roofline: 41.0%\ncgan epoch speedup: 2.55x\ndcgan epoch speedup: 2.17x\n")
     assert B.parse_summary(text) == {"cgan epoch": {"share": pytest.approx(0.768), "ratio": 2.55},
-                                     "dcgan epoch": {"share": pytest.approx(0.565), "ratio": 2.17}}
+                                     "dcgan epoch": {"share": pytest.approx(0.565), "ratio": 2.17,
+                                                     "memory": pytest.approx(0.41)}}
     names = {n for _, _, targets in B.course_benchmarks() for n in targets}
     assert {"pixelcnn training", "cgan epoch", "dcgan epoch", "wgan-gp epoch", "mlp gan epoch",
             "step1 gan epoch", "ece dcgan epoch"} <= names
@@ -165,15 +166,20 @@ def test_bench_all_writes_results_with_each_scripts_seconds(tmp_path, monkeypatc
     monkeypatch.setattr(B, "bench_data", lambda root=None: 12.0)
     monkeypatch.setattr(B, "course_benchmarks", lambda: [("course_a", "bench_a.py", {"toy a": 2.0, "toy b": 1.5})])
     monkeypatch.setattr(B, "run_course_benchmark", lambda folder, script: (
-        {"toy a": {"ratio": 2.5, "share": 0.6}, "toy b": {"ratio": 1.2}}, ""))
+        {"toy a": {"ratio": 2.5, "share": 0.6, "memory": 0.4}, "toy b": {"ratio": 1.2}}, ""))
     sampled = []
     monkeypatch.setattr(B, "matmul_gflops", lambda dtype, n=B.PEAK_N, repeats=3: sampled.append(dtype) or 80.0)
+    monkeypatch.setattr(B, "ROOT", tmp_path / "root")
     B.main(["all"])
     table = (tmp_path / "bench" / "results.md").read_text().splitlines()
+    assert not (tmp_path / "root").exists()  # only --record writes results/bench.md
     cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table if r.startswith("| ")]
     rows = {c[0]: c for c in cells}
-    assert rows["toy a"][1:5] == ["2.50x", "60.0%", "2x", "yes"] and rows["toy a"][5].isdigit()
-    assert rows["toy b"][1:5] == ["1.20x", "", "1.5x", "no"] and rows["toy b"][5] == ""  # same script: seconds once
+    assert rows["toy a"][1:6] == ["2.50x", "60.0%", "40.0%", "2x", "yes"] and rows["toy a"][6].isdigit()
+    assert rows["toy b"][1:6] == ["1.20x", "", "", "1.5x", "no"] and rows["toy b"][6] == ""  # same script: seconds once
     assert rows["data loader"][1] == "12.00x"
+    (tmp_path / "root" / "results").mkdir(parents=True)
+    B.main(["all", "--record"])
+    assert (tmp_path / "root" / "results" / "bench.md").read_text().startswith("# Benchmarks")
     assert set(sampled) == {B.PRECISION_DTYPES[p] for p in B.hardware_precisions()}
     assert capsys.readouterr().out.strip().splitlines()[-1] == "toy b speedup: 1.20x"

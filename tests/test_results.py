@@ -222,6 +222,35 @@ def test_tables_between_markers_are_generated_from_the_record(outputs, record):
     assert results.render(new) == new  # rendering is stable: a current README stays as it is
 
 
+def test_the_courses_table_gives_each_course_one_row_of_its_parts(outputs, record):
+    """``results:courses``: per course its command, what it makes and its upload from course.toml, and
+    per part the main run's time on each kind of device and its first headline number (a number not
+    re-run since it was typed in starred)."""
+    summary.write_summary(fake_run(outputs / "ee8520_hw2/step1/gan"), GAN)
+    results.add([outputs / "ee8520_hw2/step1/gan"])
+    results.save(results.load() + [
+        {"course": "ee8520_hw2", "part": "step1", "run": "ablations", "device": "cpu", "train_seconds": 7200,
+         "headline": [{"label": "baseline: Fréchet distance", "text": "253"}]},
+        {"course": "ee8520_hw2", "part": "step3", "run": "vae", "device": "cuda", "status": results.NOT_RERUN,
+         "train_seconds": 158, "headline": [{"label": "test ELBO", "text": "-141.02 nats"}]}])
+    table = results.table("courses")
+    rows = table.splitlines()
+    assert len(rows) == 2 + len(courses.courses())
+    [row] = [r for r in rows if r.startswith("| EE 8520")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "`make ee8520`" and "PixelCNN" in cells[2]
+    assert cells[4] == "Step 1 33 s"  # the main run (step1/gan), not the later ablations
+    assert cells[5] == "Step 3 3 min*" and cells[6] == ("Step 1: Fréchet distance 8.29 (floor 0.52); "
+                                                          "Step 3: test ELBO -141.02 nats*")
+
+
+def test_the_bench_table_is_the_last_recorded_make_bench(record):
+    assert "No benchmark on record yet" in results.table("bench")
+    record.mkdir(parents=True, exist_ok=True)
+    (record / "bench.md").write_text("# Benchmarks\n\nMachine: x\n\n| benchmark | speedup |\n|---|---|\n| a | 2.00x |\n")
+    assert results.table("bench") == "Machine: x\n\n| benchmark | speedup |\n|---|---|\n| a | 2.00x |\n"
+
+
 def test_committed_readmes_hold_current_results_tables():
     stale = results.stale()
     assert not stale, f"run `make results` (python -m common.results tables): stale tables in {stale}"
