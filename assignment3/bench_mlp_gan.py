@@ -1,4 +1,4 @@
-"""Benchmark (issue 8): one training epoch of the Assignment 3 MLP GAN, ours against a
+"""Benchmark: one training epoch of the Assignment 3 MLP GAN, ours against a
 reference-style loop, timed side by side on the same number of batches.
 
 * reference: ``torchvision.datasets.MNIST`` with ``ToTensor() + Normalize((0.5,), (0.5,))`` PIL

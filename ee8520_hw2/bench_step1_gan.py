@@ -1,4 +1,4 @@
-"""Benchmark (EE 8520 HW2 Step 1, issue 20): the MLP GAN's training loop, ours against the skeleton's.
+"""Benchmark (Step 1): the MLP GAN's training loop, ours against the skeleton's.
 
 Both loops run the skeleton's step (``models.GAN.train_discriminator`` then ``train_generator`` on
 D's fresh verdict of the same fakes, as ``train_main_loop`` does) with the same ``Generator`` /
