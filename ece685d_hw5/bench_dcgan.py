@@ -1,4 +1,4 @@
-"""Benchmark (ECE 685D HW5 Problem 1, issue 20): the DCGAN's training loop, ours against a plain one.
+"""Benchmark (ECE 685D HW5 Problem 1): the DCGAN's training loop, ours against a plain one.
 
 Both loops run ``dcgan_mnist.train_step`` (a D step on a real and a generated batch, then a G step
 on the same fakes) with the same ``Generator`` / ``Discriminator`` (identical initial weights),

@@ -1,5 +1,6 @@
-"""ECE 685D HW5, Problem 1: train the DCGAN on the MNIST train split (1.1), then probe its
-discriminator's features with a single linear layer (1.2).
+"""ECE 685D HW5, Problem 1: a DCGAN on the MNIST train split (1.1) and a linear probe of its D (1.2).
+
+The probe is a single linear layer on the discriminator's features.
 
 Handout: the ECE 685D HW5 handout (Problem 1); models, losses and the probe: ``dcgan_mnist.py``.
 

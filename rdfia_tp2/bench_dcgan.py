@@ -1,5 +1,6 @@
-"""Benchmark (issues 8 and 20): one RDFIA DCGAN and one conditional DCGAN training epoch, our loop
-against a reference-style loop, and our loop's share of the CPU's peak.
+"""Benchmark: an RDFIA DCGAN and a conditional DCGAN training epoch, ours against a reference-style loop.
+
+Also our loop's share of the CPU's peak.
 
 Reference-style loop, as the course's notebook and pytorch/examples write it: a torchvision
 ``DataLoader`` over ``torchvision.datasets.MNIST`` with ``Pad(2) + ToTensor + Normalize`` PIL
