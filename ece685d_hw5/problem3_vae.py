@@ -121,7 +121,7 @@ def train_model(kind: str, cfg: Config, data: dict, folder, device):
                  on_epoch=[end_of_epoch], log_steps=False, label=title)
     info = load_best(best_path, model)
     model.eval()
-    print(f"[{title}] reloaded the best validation weights (epoch {info['epoch']}) from {best_path}")
+    print(f"[{title}] reloaded the best validation weights (epoch {info['epoch']}) from {shown(best_path)}")
     return model, run, info
 
 

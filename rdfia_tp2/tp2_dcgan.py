@@ -126,7 +126,8 @@ def train_experiment(cfg: DCGANConfig, name: str, evaluators: dict) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     run = Run(folder, {**cfg.to_dict(), "experiment": name, **resolved(device, precision, split.source),
                        "n_train": len(split)})
-    title = f"DCGAN {name}" + (" (quick)" if cfg.quick else "")
+    stand_in = f", synthetic images standing in for {info.title}" if split.source == "synthetic" else ""
+    title = f"DCGAN {name}" + (" (quick)" if cfg.quick else "") + stand_in
 
     G = Generator(cfg.nz, cfg.ngf, info.channels).to(device)
     Dn = Discriminator(cfg.ndf, info.channels).to(device)
@@ -217,7 +218,7 @@ COMPARE_COLUMNS = ["experiment", "dataset", "nz", "ngf", "ndf", "init", "g_loss_
 def write_comparison(folders: dict[str, Path], out: Path, skipped: dict[str, str]) -> Path:
     """One sample row per experiment (``folders``: name -> run folder; fixed noise of the run's nz
     and seed) and a table, into ``out``."""
-    rows, panels, labels = [], [], []
+    rows, panels, labels, label_folders = [], [], [], {}
     for name, folder in folders.items():
         if name in skipped or not (folder / "metrics.json").exists():
             rows.append({"experiment": name, "status": skipped.get(name, "not run")})
@@ -231,7 +232,8 @@ def write_comparison(folders: dict[str, Path], out: Path, skipped: dict[str, str
         rows[-1] = {k: ("n/a" if v is None else v) for k, v in rows[-1].items()}
         s = torch.load(folder / "comparison_samples.pt")
         panels.append(s.expand(-1, 3, -1, -1) if s.shape[1] == 1 else s)
-        labels.append(name)
+        labels.append(name + (" (synthetic stand-in)" if m.get("data_source") == "synthetic" else ""))
+        label_folders[labels[-1]] = folder
     out.mkdir(parents=True, exist_ok=True)
     if panels:
         save_grid(torch.cat(panels), out / "comparison_samples.png", nrow=10, row_labels=labels,
@@ -244,7 +246,7 @@ def write_comparison(folders: dict[str, Path], out: Path, skipped: dict[str, str
                       log=spread > 20, fmt="%.0f")
         d_curves, g_curves = {}, {}
         for name in labels:
-            hist = json.loads((folders[name] / "history.json").read_text())["epochs"]
+            hist = json.loads((label_folders[name] / "history.json").read_text())["epochs"]
             epochs = [r["epoch"] for r in hist]
             d_curves[name] = (epochs, [r["d_loss"] for r in hist])
             g_curves[name] = (epochs, [r["g_loss"] for r in hist])
