@@ -26,6 +26,8 @@ A README holds a generated table between two markers; ``tables`` rewrites what l
     <!-- /results -->
     <!-- results:bench -->             the last ``make bench`` on record (results/bench.md)
     <!-- /results -->
+    <!-- results:zip:ee8520_hw2 -->    the files of a course's code zip and their line counts
+    <!-- /results -->
     <!-- results:courses -->           one row per course: its command, what it makes, its upload (course.toml),
     <!-- /results -->                  and per part the newest run's time on a CPU and on a GPU and its first headline
 """
@@ -43,7 +45,7 @@ from .summary import SUMMARY, _number, _read_json, summarize
 
 RESULTS = ROOT / "results"
 NOT_RERUN = "not yet re-run"
-MARKER = re.compile(r"(<!-- results:(?P<key>[\w\-./]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+MARKER = re.compile(r"(<!-- results:(?P<key>[\w\-./:]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,7 +248,20 @@ def bench_table() -> str:
     return "\n".join(line for line in path.read_text().splitlines() if not line.startswith("# ")).strip() + "\n"
 
 
+def zip_table(course: str) -> str:
+    """The files of a course's code zip, their line counts and first docstring lines, as its build
+    makes them (``common.zips``)."""
+    from . import zips  # the zip builder reads every module of the course: only when a README asks
+
+    info = _courses.lookup(course)
+    if info is None or not info.zip:
+        raise ValueError(f"no course with a zip: {course!r}")
+    return zips.file_table(zips.zip_contents(info))
+
+
 def table(key: str) -> str:
+    if key.startswith("zip:"):
+        return zip_table(key[4:])
     if key == "courses":
         return courses_table()
     if key == "bench":
