@@ -251,6 +251,16 @@ def test_the_bench_table_is_the_last_recorded_make_bench(record):
     assert results.table("bench") == "Machine: x\n\n| benchmark | speedup |\n|---|---|\n| a | 2.00x |\n"
 
 
+def test_a_zip_table_lists_what_the_zip_build_ships():
+    table = results.table("zip:ee8520_hw2")
+    files = [line.split("`")[1] for line in table.splitlines() if line.startswith("| `")]
+    assert "models/AR.py" in files and "hw2_step2_main.py" in files and not any("bench" in f for f in files)
+    total = int(table.splitlines()[-1].split("|")[2])
+    assert total == sum(int(line.split("|")[2]) for line in table.splitlines() if line.startswith("| `"))
+    with pytest.raises(ValueError):
+        results.table("zip:csc8851_hw2")  # its upload is a notebook, not a zip
+
+
 def test_committed_readmes_hold_current_results_tables():
     stale = results.stale()
     assert not stale, f"run `make results` (python -m common.results tables): stale tables in {stale}"
