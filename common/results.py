@@ -212,8 +212,9 @@ def overview_table() -> str:
 
 def courses_table() -> str:
     """One row per course: ``command``, ``makes`` and ``upload`` from its course.toml, then per part
-    (``parts``' order) the newest record's training time on a CPU and on a GPU and its first headline
-    number; a number of a run not yet re-run since it was typed into a README is marked with *."""
+    (``parts``' order) its main run's newest record (a measured one before any typed-in one): its
+    training time on a CPU and on a GPU and its first headline number; a number of a run not yet re-run
+    since it was typed into a README is marked with *."""
     rows = []
     for course in _courses.courses():
         records = sorted(load(course.folder), key=_order(course.folder))
@@ -225,14 +226,20 @@ def courses_table() -> str:
             main = {k.path.split("/", 1)[1] for k in course.runs if k.path.startswith(f"{part}/")} | {"default"}
             mine = [r for r in mine if r.get("run") in main] or mine
             label = title.split(":")[0]
+
+            def newest(records):  # a measured record before any typed-in one
+                measured = [r for r in records if r.get("status") != NOT_RERUN]
+                return (measured or records or [None])[-1]
+
             for dev in times:
-                r = next((r for r in reversed(mine) if (r.get("device") == "cuda") == (dev == "gpu")), None)
+                r = newest([r for r in mine if (r.get("device") == "cuda") == (dev == "gpu")])
                 if r is not None and (r.get("train_seconds") or r.get("wall_seconds")):
                     star = "*" if r.get("status") == NOT_RERUN else ""
                     times[dev].append(f"{label} {duration(r.get('train_seconds') or r.get('wall_seconds'))}{star}")
-            if mine and mine[-1].get("headline"):
-                h = mine[-1]["headline"][0]
-                star = "*" if mine[-1].get("status") == NOT_RERUN else ""
+            r = newest(mine)
+            if r is not None and r.get("headline"):
+                h = r["headline"][0]
+                star = "*" if r.get("status") == NOT_RERUN else ""
                 headlines.append(f"{label}: {h['label']} {number_text(h)}{star}")
         rows.append([course.title.split(":")[0], f"`{course.command}`" if course.command else "", course.makes,
                      course.upload, "; ".join(times["cpu"]), "; ".join(times["gpu"]), "; ".join(headlines)])

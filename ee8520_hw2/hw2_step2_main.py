@@ -54,14 +54,20 @@ MODELS = ("unconditional", "conditional")
 EPOCH_TEST_IMAGES = 2000  # the per-epoch test NLL of the loss curves (the final one reads all 10,000)
 # the headline numbers of the run's summary.json: keys of its metrics.json, labelled for a reader
 HEADLINE = (
-    Headline("unconditional.test_nll_nats", "PixelCNN: test NLL", unit="nats", fmt=".2f", better="lower"),
-    Headline("unconditional.test_bits_per_dim", "PixelCNN: test NLL", unit="bits/dim", fmt=".4f", better="lower"),
     Headline("conditional.test_nll_nats", "conditional PixelCNN: test NLL", unit="nats", fmt=".2f", better="lower"),
-    Headline("conditional.test_bits_per_dim", "conditional PixelCNN: test NLL", unit="bits/dim", fmt=".4f",
-             better="lower"),
     Headline("conditional.class_accuracy", "conditional PixelCNN: class accuracy", unit="%", better="higher"),
     Headline("conditional.class_accuracy_worst_digit", "conditional PixelCNN: worst digit's class accuracy",
              unit="%", better="higher"),
+    Headline("conditional.class_accuracy_per_class.*", "conditional PixelCNN: class accuracy of digit {}", unit="%",
+             better="higher"),
+    Headline("conditional.test_bits_per_dim", "conditional PixelCNN: test NLL", unit="bits/dim", fmt=".4f",
+             better="lower"),
+    Headline("conditional.test_nll_nats_bernoulli", "conditional PixelCNN: test NLL, Bernoulli-binarized",
+             unit="nats", fmt=".2f", better="lower"),
+    Headline("unconditional.test_nll_nats", "PixelCNN: test NLL", unit="nats", fmt=".2f", better="lower"),
+    Headline("unconditional.test_bits_per_dim", "PixelCNN: test NLL", unit="bits/dim", fmt=".4f", better="lower"),
+    Headline("unconditional.test_nll_nats_bernoulli", "PixelCNN: test NLL, Bernoulli-binarized", unit="nats",
+             fmt=".2f", better="lower"),
     Headline("unconditional.frechet_distance", "PixelCNN: Fréchet distance",
              floor="unconditional.frechet_floor_train_vs_test", fmt=".2f", better="lower"))
 
