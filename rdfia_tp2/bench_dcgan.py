@@ -9,7 +9,9 @@ the whole split as one padded tensor sliced by ``TensorLoader``, denormals flush
 (``get_device``), and the precision ``--precision auto`` resolves to (bf16 autocast on a bf16
 CPU). Same model, same batch size, same training step (``tp2_training.gan_step``), the same number of
 batches for both, timed side by side in one process (interleaved blocks of batches, so a busy
-shared CPU slows both alike) and extrapolated to an epoch (469 batches of 128). Ours also keeps
+shared CPU slows both alike) and extrapolated to an epoch (469 batches of 128). Ours also trains the
+models as ``tp2_training.prepare_models`` makes them (in bf16: ``tp2_speedups``, the Sigmoid in fp32
+and the 4x4 convolutions' weight gradient as one matmul), keeps
 weights and batches channels-last (NHWC), oneDNN's fast layout for bf16 convolutions, steps with
 fused Adam (``common.training.adam``) where the reference uses plain ``torch.optim.Adam``, and
 freezes D during G's update (``gan_step(freeze_d=True)``: D's weight gradients, which the course's
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import math
 import typing
+from types import SimpleNamespace
 from dataclasses import dataclass, field
 
 import torch
@@ -38,7 +41,7 @@ from common.cli import BaseConfig, parse_config, run_main
 from common.paths import data_root, run_dir
 from common.tables import write_table
 from common.training import adam, get_device, resolve_precision, seed_everything, write_json
-from tp2_training import channels_last, gan_step
+from tp2_training import gan_step, prepare_models
 from tp2_models import (ConditionalDiscriminator, ConditionalGenerator, Discriminator, Generator,
                         generator_loss_nonsaturating, weights_init)
 
@@ -54,7 +57,7 @@ class BenchConfig(BaseConfig):
     QUICK: typing.ClassVar[dict] = {"batches": 4, "cgan_batches": 1, "warmup": 1, "batch_size": 32}
 
 
-def _models(device, nhwc: bool, cond: bool = False):
+def _models(device, nhwc: bool, cond: bool = False, precision: str = "fp32"):
     torch.manual_seed(0)
     if cond:  # tp2_cgan.py's pair
         G, Dn = ConditionalGenerator(100, N_CLASSES, 1).to(device), ConditionalDiscriminator(N_CLASSES, 1).to(device)
@@ -62,8 +65,8 @@ def _models(device, nhwc: bool, cond: bool = False):
         G, Dn = Generator(100, 32, 1).to(device), Discriminator(32, 1).to(device)
     G.apply(weights_init)
     Dn.apply(weights_init)
-    if nhwc:  # before the optimizers see the parameters
-        G, Dn = channels_last(G, Dn)
+    if nhwc:  # ours, as tp2_training.prepare_models makes it, before the optimizers see the parameters
+        G, Dn = prepare_models(SimpleNamespace(fast_wgrad=True), device, precision, G, Dn)
     # Ours steps with tp2_dcgan's optimizers (fused Adam); the reference with plain torch.optim.Adam.
     adam_ = adam if nhwc else torch.optim.Adam
     opts = [adam_(m.parameters(), lr=2e-4, betas=(0.5, 0.999)) for m in (G, Dn)]
@@ -76,7 +79,7 @@ class Loop(TimedLoop):
 
     def __init__(self, batches, device, precision: str, flush_denormal: bool, nhwc: bool = False,
                  freeze_d: bool = False, cond: bool = False):
-        G, Dn, (opt_G, opt_D) = _models(device, nhwc, cond)
+        G, Dn, (opt_G, opt_D) = _models(device, nhwc, cond, precision)
         self.device, self.precision, self.freeze_d, self.cond = device, precision, freeze_d, cond
         super().__init__("", self.gan_step, (G, Dn, opt_G, opt_D), batches, flush_denormal)
 
