@@ -36,7 +36,7 @@ GRADED_CODE = {
                     "set_requires_grad(G, False)", "fig.savefig(\"figures/loss_curves.png\"",
                     "generated_{i + 1:02d}.png"],
 }
-# Page budgets of the full build as printed (issue of the graders: at most 18 and 10 pages, the
+# Page budgets of the full build as printed (the graders ask for at most 18 and 10 pages, the
 # models by page 3, the first figure by page 8). A quick build prints a few epoch lines fewer, so
 # it must fit one page less.
 BUDGET = {"csc8851": {"pages": 18, "models": ("class Generator(nn.Module)", 3), "figure": 8},
