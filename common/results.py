@@ -247,6 +247,37 @@ def courses_table() -> str:
                       "headline"], rows)
 
 
+def times_list(course_key: str) -> str:
+    """A Markdown list, one item per part of a course: its main run's training time on a CPU and on
+    a GPU, from the newest record of each (a measured one before any typed-in one). For a zip's
+    README, so a grader knows what a full run costs."""
+    course = _courses.lookup(course_key)
+    if course is None:
+        raise ValueError(f"no course {course_key!r}")
+    records = sorted(load(course.folder), key=_order(course.folder))
+    items = []
+    for part, title in course.parts:
+        main = {k.path.split("/", 1)[1] for k in course.runs if k.path.startswith(f"{part}/")} | {"default"}
+        mine = [r for r in records if r.get("part") == part]
+        mine = [r for r in mine if r.get("run") in main] or mine
+        said = []
+        for gpu in (False, True):
+            candidates = [r for r in mine if (r.get("device") == "cuda") == gpu
+                          and (r.get("train_seconds") or r.get("wall_seconds"))]
+            measured = [r for r in candidates if r.get("status") != NOT_RERUN]
+            r = (measured or candidates or [None])[-1]
+            if r is None:
+                said.append(f"{'GPU' if gpu else 'CPU'} not measured")
+                continue
+            what = ", ".join(x for x in (r.get("precision"), f"{r['epochs']} epochs" if r.get("epochs") else "",
+                                         f"{r['runs']} runs" if (r.get("runs") or 1) > 1 else "") if x)
+            when = f", {r['date'][:10]}" if r.get("date") else ""
+            said.append(f"{'GPU' if gpu else 'CPU'} {duration(r.get('train_seconds') or r.get('wall_seconds'))} "
+                        f"({_machine_text(r)}; {what}{when})")
+        items.append(f"- {title}: " + "; ".join(said))
+    return "\n".join(items) + "\n"
+
+
 def bench_table() -> str:
     """The last recorded ``make bench`` (``results/bench.md``, written by ``python -m common.bench all --record``)."""
     path = RESULTS / "bench.md"

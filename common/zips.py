@@ -605,7 +605,11 @@ def readme(info: courses.Course, files: dict[str, str], dists: list[str]) -> str
     template = info.path / "zip_readme.md"
     if not template.is_file():
         raise ZipError(f"{info.folder} has no zip_readme.md (the zip's README, one page for the grader)")
-    return template.read_text().replace("{files}", file_table(files)).replace("{versions}", versions(dists))
+    text = template.read_text().replace("{files}", file_table(files)).replace("{versions}", versions(dists))
+    if "{times}" in text:
+        from .results import times_list  # results reads this module for its zip tables
+        text = text.replace("{times}", times_list(info.folder))
+    return text
 
 
 def build_zip(course: str, name: str, dist_dir: Path | str | None = None) -> Path:

@@ -113,7 +113,10 @@ def test_zip_names_no_other_course_and_nothing_of_the_repository(course, built):
 def test_readme_and_requirements(course, built):
     folder, inside = built[course]
     text = (folder / "README.md").read_text()
-    assert "{files}" not in text and "{versions}" not in text
+    assert "{files}" not in text and "{versions}" not in text and "{times}" not in text
+    if "{times}" in (find(course).path / "zip_readme.md").read_text():  # each part's time, from the record
+        for _, title in find(course).parts:
+            assert f"- {title}: CPU " in text, title
     for name in (n for n in inside if n.endswith(".py")):
         assert f"`{name}` | {len((folder / name).read_text().splitlines())} |" in text  # the file table
     assert f"torch {importlib.metadata.version('torch')}" in text
