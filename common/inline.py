@@ -79,7 +79,7 @@ def _is_main_guard(node: ast.stmt) -> bool:
     return isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
 
 
-def _segment(lines: list[str], node: ast.stmt, start_floor: int) -> str:
+def statement_source(lines: list[str], node: ast.stmt, start_floor: int) -> str:
     """The statement's source with its decorators and the comment lines right above it."""
     first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
     while first - 1 >= start_floor and lines[first - 1].lstrip().startswith("#"):
@@ -87,7 +87,7 @@ def _segment(lines: list[str], node: ast.stmt, start_floor: int) -> str:
     return "".join(lines[first:node.end_lineno])
 
 
-def _import_subset(node: ast.Import | ast.ImportFrom, needed: set[str]) -> str:
+def import_subset(node: ast.Import | ast.ImportFrom, needed: set[str]) -> str:
     """``node`` keeping only the aliases whose bound name is in ``needed``."""
     keep = [a for a in node.names if (a.asname or a.name).split(".")[0] in needed]
     if len(keep) == len(node.names):
@@ -146,13 +146,13 @@ def inline_source(rel_path: str, names: list[str] | None, defined: set[str]) -> 
                                   "cell of the notebook defines: inline it first")
             continue
         if needed - defined:  # an import an earlier cell made is not repeated
-            import_lines.append(_import_subset(node, needed - defined))
+            import_lines.append(import_subset(node, needed - defined))
             imported |= needed - defined
 
     parts, floor, previous = [], 0, None
     for node in body:
         if id(node) in chosen:
-            segment = _segment(lines, node, floor).rstrip("\n")
+            segment = statement_source(lines, node, floor).rstrip("\n")
             if parts:  # two blank lines between definitions; neighbours in the file keep their spacing
                 first = node.end_lineno - len(segment.splitlines())
                 blank = sum(not ln.strip() for ln in lines[floor:first]) if previous is not None else 2

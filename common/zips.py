@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import copy
 import importlib.metadata
 import os
 import re
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import courses
+from .inline import import_subset, statement_source
 from .paths import DIST, ROOT, shown
 
 PACKAGE = "common"     # the package whose definitions are pruned into the zip
@@ -361,23 +361,6 @@ def closure(project: Project, entries: list[str], whole) -> Closure:
 # Writing pruned modules
 
 
-def _segment(lines: list[str], node: ast.stmt, floor: int) -> str:
-    """The statement's source with its decorators and the comment lines right above it."""
-    first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
-    while first - 1 >= floor and lines[first - 1].lstrip().startswith("#"):
-        first -= 1
-    return "".join(lines[first:node.end_lineno])
-
-
-def _import_subset(node: ast.Import | ast.ImportFrom, needed: set[str]) -> str:
-    keep = [a for a in node.names if (a.asname or a.name).split(".")[0] in needed]
-    if len(keep) == len(node.names):
-        return ast.unparse(node)
-    trimmed = copy.copy(node)
-    trimmed.names = keep
-    return ast.unparse(trimmed)
-
-
 def rename_package(text: str) -> str:
     """``common`` -> ``utils`` in imports and in dotted or path mentions (``common.training``, ``common/``)."""
     text = re.sub(rf"\b{PACKAGE}\.(?=[A-Za-z_])", f"{HELPERS}.", text)
@@ -404,7 +387,7 @@ def pruned_module(c: Closure, name: str) -> str:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             want = _bound_names(node) & needed
             if want:
-                groups.setdefault(_import_group(node), []).append(_import_subset(node, want))
+                groups.setdefault(_import_group(node), []).append(import_subset(node, want))
     if groups:
         out.append("\n" + "\n\n".join("\n".join(groups[k]) for k in sorted(groups)) + "\n")
     out.append("\n\n" + _join_kept(mod, [n for n in mod.body if id(n) in kept
@@ -420,9 +403,9 @@ def _import_group(node: ast.Import | ast.ImportFrom) -> int:
 
 
 def _join_kept(mod: Module, nodes: list[ast.stmt], text=None) -> str:
-    """The statements' sources (``text(node, floor)``, by default :func:`_segment`) joined as in
+    """The statements' sources (``text(node, floor)``, by default :func:`statement_source`) joined as in
     the file: two statements that were neighbours keep the blank lines between them, others get two."""
-    text = text or (lambda node, floor: _segment(mod.lines, node, floor))
+    text = text or (lambda node, floor: statement_source(mod.lines, node, floor))
     out, prev = [], None
     for node in nodes:
         index = mod.body.index(node) if node in mod.body else len(mod.body)
