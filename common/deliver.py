@@ -138,7 +138,7 @@ def bare_kernel(folder: Path):
     import site
     import venv
 
-    from jupyter_client import KernelManager
+    from jupyter_client import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpecManager
 
     env = folder / "env"
@@ -155,7 +155,7 @@ def bare_kernel(folder: Path):
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python 3 (PyPI packages only)", "language": "python"}))
-    return KernelManager(kernel_name="bare", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)]))
+    return AsyncKernelManager(kernel_name="bare", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)]))
 
 
 def execute_notebook(nb, workdir: Path, timeout: int = 6 * 3600, env: dict | None = None):
@@ -163,7 +163,7 @@ def execute_notebook(nb, workdir: Path, timeout: int = 6 * 3600, env: dict | Non
     ``workdir``. Raises :class:`NotebookFailed` with one line when a cell fails; ``nb`` keeps the
     outputs either way."""
     import nbclient
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, DeadKernelError
 
     kernel_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     kernel_env.update(env or {})
@@ -177,6 +177,10 @@ def execute_notebook(nb, workdir: Path, timeout: int = 6 * 3600, env: dict | Non
                                   if o.get("output_type") == "error"), (None, None))
             what = f"{error['ename']}: {error['evalue']}" if error else str(exc).strip().splitlines()[-1]
             raise NotebookFailed(f"cell {failed} failed: {ANSI.sub('', what)}") from None
+        except DeadKernelError:
+            ran = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.get("execution_count")]
+            where = f" in cell {ran[-1]}" if ran else ""
+            raise NotebookFailed(f"the kernel died{where} (killed, or out of memory)") from None
     return nb
 
 

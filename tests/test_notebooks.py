@@ -255,3 +255,23 @@ def test_failed_build_keeps_the_good_deliverable(tmp_path, monkeypatch, capsys):
     assert (dist / "t_quick.ipynb").read_text() == "good" and (dist / "t_quick.pdf").read_text() == "good pdf"
     failed = tmp_path / "outputs" / tmp_path.name / "notebook" / "t_quick.failed"
     assert (failed / "t_quick.ipynb").exists() and not (failed / "data").exists()
+
+
+def test_a_kernel_that_dies_stops_the_build_with_one_line(tmp_path, monkeypatch, capsys):
+    """A kernel killed mid-cell (out of memory, or by hand) ends the build at once with one line,
+    rather than waiting forever for the dead kernel's output, and the earlier upload stays."""
+    monkeypatch.setenv("HW_QUICK", "1")
+    template = tmp_path / "t.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("print('start')"),
+        nbformat.v4.new_code_cell("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")]), template)
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "t_quick.ipynb").write_text("good")
+    monkeypatch.setattr(deliver, "OUTPUTS", tmp_path / "outputs")
+    with pytest.raises(SystemExit) as exit_info:
+        deliver.main(["notebook", str(template), str(dist / "t.ipynb"), "--no-pdf"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the kernel died in cell 1" in err, err
+    assert (dist / "t_quick.ipynb").read_text() == "good"
