@@ -153,7 +153,8 @@ def run_html(run: Path, kind, index_dir: Path, open_: bool) -> str:
     # the skeleton's copies in imgs/ of figures the run folder holds too are shown once
     pngs = [p for p in sorted(run.rglob("*.png")) if not (p.parent == run / "imgs" and (run / p.name).is_file())]
     fig = best_figure(run, kind)
-    top = [p for p in pngs if p.parent == run or p.parent == run / "imgs"] or pngs  # a notebook's: all in figures/
+    # shown open: the run folder's own figures (a notebook's are in figures/); those of subfolders fold away
+    top = [p for p in pngs if p.parent in (run, run / "imgs", run / "figures")] or pngs
     subs = [p for p in pngs if p not in top]
     ordered = ([fig] if fig in top else []) + [p for p in top if p != fig]
     if ordered:
