@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import re
 import statistics
 import subprocess
@@ -31,6 +32,7 @@ from . import data as D
 from .cli import run_main
 from .courses import courses
 from .paths import OUTPUTS, ROOT, data_root, shown
+from .summary import cpu_model
 from .training import resolve_precision
 
 LINE = re.compile(r"^(?P<name>[a-z0-9 -]+) speedup: (?P<ratio>[0-9.]+)x\s*$")
@@ -400,7 +402,9 @@ def main(argv=None) -> None:
         peaks += " (no bf16 on this CPU: every loop ran in fp32)"
     out = OUTPUTS / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    lines = ["# Benchmarks", "", f"Machine: {torch.get_num_threads()} threads, torch {torch.__version__}, "
+    threads = torch.get_num_threads()
+    lines = ["# Benchmarks", "", f"Machine: {cpu_model()} ({os.cpu_count()} cores, {threads} thread"
+             f"{'s' if threads != 1 else ''} used), torch {torch.__version__}, "
              f"{torch.backends.cpu.get_cpu_capability()}; one-thread matmul peak at the end {peaks} (best of 3). "
              f"Total {time.perf_counter() - start:.0f} s.", "",
              "| benchmark | speedup | share of matmul peak | share of memory roofline | target | met "
