@@ -168,8 +168,10 @@ def execute_notebook(nb, workdir: Path, timeout: int = 6 * 3600, env: dict | Non
     kernel_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     kernel_env.update(env or {})
     with tempfile.TemporaryDirectory() as tmp:
+        running = []  # the index of the cell sent to the kernel last, to name it if the kernel dies
         client = nbclient.NotebookClient(nb, timeout=timeout, km=bare_kernel(Path(tmp)),
-                                         resources={"metadata": {"path": str(workdir)}})
+                                         resources={"metadata": {"path": str(workdir)}},
+                                         on_cell_execute=lambda cell, cell_index: running.append(cell_index))
         try:
             client.execute(env=kernel_env, stderr=subprocess.DEVNULL)  # the kernel's own start-up chatter
         except CellExecutionError as exc:
@@ -178,8 +180,7 @@ def execute_notebook(nb, workdir: Path, timeout: int = 6 * 3600, env: dict | Non
             what = f"{error['ename']}: {error['evalue']}" if error else str(exc).strip().splitlines()[-1]
             raise NotebookFailed(f"cell {failed} failed: {ANSI.sub('', what)}") from None
         except DeadKernelError:
-            ran = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.get("execution_count")]
-            where = f" in cell {ran[-1]}" if ran else ""
+            where = f" in cell {running[-1]}" if running else ""
             raise NotebookFailed(f"the kernel died{where} (killed, or out of memory)") from None
     return nb
 
