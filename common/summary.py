@@ -12,6 +12,7 @@ a reader, a unit). Quick runs write one too (``"quick": true``).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import os
 import platform
@@ -155,8 +156,11 @@ def machine(device: str) -> str:
     return cpu_model()
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """The short commit of the checkout the code runs from (None outside a git checkout)."""
+    """The short commit of the checkout the code runs from (None outside a git checkout), read once
+    per process: :class:`common.training.Run` asks at the run's start, so a commit made while a long
+    run trains is not the one its summary names."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                              timeout=10)

@@ -509,6 +509,8 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._config_written = False
         self._checkpointed = False
+        from .summary import git_commit  # the summary names the code as it was when the run started
+        git_commit()
         if not self.config.get("resume"):
             self._write_config()
 
