@@ -210,6 +210,20 @@ def overview_table() -> str:
     return _md_table(["course", "part (run)", "headline numbers", "full run on a CPU", "full run on a GPU"], rows)
 
 
+def _main_records(course, records: list[dict], part: str) -> list[dict]:
+    """A part's records of its main run (the run named in course.toml's [[run]] paths, or
+    "default"), or all of the part's records when it has none."""
+    main = {k.path.split("/", 1)[1] for k in course.runs if k.path.startswith(f"{part}/")} | {"default"}
+    mine = [r for r in records if r.get("part") == part]
+    return [r for r in mine if r.get("run") in main] or mine
+
+
+def _newest(records: list[dict]) -> dict | None:
+    """The newest record, a measured one before any typed-in one."""
+    measured = [r for r in records if r.get("status") != NOT_RERUN]
+    return (measured or records or [None])[-1]
+
+
 def courses_table() -> str:
     """One row per course: ``command``, ``makes`` and ``upload`` from its course.toml, then per part
     (``parts``' order) its main run's newest record (a measured one before any typed-in one): its
@@ -221,22 +235,14 @@ def courses_table() -> str:
         times = {"cpu": [], "gpu": []}
         headlines = []
         for part, title in course.parts:
-            mine = [r for r in records if r.get("part") == part]
-            # a part's main run: its run named in course.toml's [[run]] paths, or "default"
-            main = {k.path.split("/", 1)[1] for k in course.runs if k.path.startswith(f"{part}/")} | {"default"}
-            mine = [r for r in mine if r.get("run") in main] or mine
+            mine = _main_records(course, records, part)
             label = title.split(":")[0]
-
-            def newest(records):  # a measured record before any typed-in one
-                measured = [r for r in records if r.get("status") != NOT_RERUN]
-                return (measured or records or [None])[-1]
-
             for dev in times:
-                r = newest([r for r in mine if (r.get("device") == "cuda") == (dev == "gpu")])
+                r = _newest([r for r in mine if (r.get("device") == "cuda") == (dev == "gpu")])
                 if r is not None and (r.get("train_seconds") or r.get("wall_seconds")):
                     star = "*" if r.get("status") == NOT_RERUN else ""
                     times[dev].append(f"{label} {duration(r.get('train_seconds') or r.get('wall_seconds'))}{star}")
-            r = newest(mine)
+            r = _newest(mine)
             if r is not None and r.get("headline"):
                 h = r["headline"][0]
                 star = "*" if r.get("status") == NOT_RERUN else ""
@@ -257,15 +263,11 @@ def times_list(course_key: str) -> str:
     records = sorted(load(course.folder), key=_order(course.folder))
     items = []
     for part, title in course.parts:
-        main = {k.path.split("/", 1)[1] for k in course.runs if k.path.startswith(f"{part}/")} | {"default"}
-        mine = [r for r in records if r.get("part") == part]
-        mine = [r for r in mine if r.get("run") in main] or mine
+        mine = _main_records(course, records, part)
         said = []
         for gpu in (False, True):
-            candidates = [r for r in mine if (r.get("device") == "cuda") == gpu
-                          and (r.get("train_seconds") or r.get("wall_seconds"))]
-            measured = [r for r in candidates if r.get("status") != NOT_RERUN]
-            r = (measured or candidates or [None])[-1]
+            r = _newest([r for r in mine if (r.get("device") == "cuda") == gpu
+                         and (r.get("train_seconds") or r.get("wall_seconds"))])
             if r is None:
                 said.append(f"{'GPU' if gpu else 'CPU'} not measured")
                 continue

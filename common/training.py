@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .paths import quick_folder, shown
+from .summary import git_commit
 
 
 class NonFiniteLoss(RuntimeError):
@@ -509,8 +510,7 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._config_written = False
         self._checkpointed = False
-        from .summary import git_commit  # the summary names the code as it was when the run started
-        git_commit()
+        git_commit()  # read now (it is cached), so the summary names the code as it was when the run started
         if not self.config.get("resume"):
             self._write_config()
 

@@ -218,7 +218,7 @@ COMPARE_COLUMNS = ["experiment", "dataset", "nz", "ngf", "ndf", "init", "g_loss_
 def write_comparison(folders: dict[str, Path], out: Path, skipped: dict[str, str]) -> Path:
     """One sample row per experiment (``folders``: name -> run folder; fixed noise of the run's nz
     and seed) and a table, into ``out``."""
-    rows, panels, labels, label_folders = [], [], [], {}
+    rows, panels, drawn = [], [], {}  # drawn: each sample row's label -> its run folder
     for name, folder in folders.items():
         if name in skipped or not (folder / "metrics.json").exists():
             rows.append({"experiment": name, "status": skipped.get(name, "not run")})
@@ -232,11 +232,10 @@ def write_comparison(folders: dict[str, Path], out: Path, skipped: dict[str, str
         rows[-1] = {k: ("n/a" if v is None else v) for k, v in rows[-1].items()}
         s = torch.load(folder / "comparison_samples.pt")
         panels.append(s.expand(-1, 3, -1, -1) if s.shape[1] == 1 else s)
-        labels.append(name + (" (synthetic stand-in)" if m.get("data_source") == "synthetic" else ""))
-        label_folders[labels[-1]] = folder
+        drawn[name + (" (synthetic stand-in)" if m.get("data_source") == "synthetic" else "")] = folder
     out.mkdir(parents=True, exist_ok=True)
     if panels:
-        save_grid(torch.cat(panels), out / "comparison_samples.png", nrow=10, row_labels=labels,
+        save_grid(torch.cat(panels), out / "comparison_samples.png", nrow=10, row_labels=list(drawn),
                   title="DCGAN experiments: final samples from the same fixed noise (per nz)", xlabel="fixed z")
         fd = {r["experiment"]: r["frechet_distance"] for r in rows if isinstance(r.get("frechet_distance"), float)}
         if fd:
@@ -245,8 +244,8 @@ def write_comparison(folders: dict[str, Path], out: Path, skipped: dict[str, str
                       ylabel="FD vs MNIST test" + (" (log scale)" if spread > 20 else ""), xlabel="experiment",
                       log=spread > 20, fmt="%.0f")
         d_curves, g_curves = {}, {}
-        for name in labels:
-            hist = json.loads((label_folders[name] / "history.json").read_text())["epochs"]
+        for name, folder in drawn.items():
+            hist = json.loads((folder / "history.json").read_text())["epochs"]
             epochs = [r["epoch"] for r in hist]
             d_curves[name] = (epochs, [r["d_loss"] for r in hist])
             g_curves[name] = (epochs, [r["g_loss"] for r in hist])
